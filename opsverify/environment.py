@@ -1,0 +1,325 @@
+"""Environment files: locating, interpolating and validating them before any connection.
+
+Every error is an :class:`EnvironmentFileError` whose message is one line naming the file,
+the line, the key path and what was expected.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from opsverify.errors import EnvironmentFileError
+from opsverify.sandbox.spec import SandboxSpec
+from opsverify.secrets import SECRETS
+from opsverify.targets import TARGET_TYPES, AnyTarget
+from opsverify.thresholds import Limits
+
+DEFAULT_ENV = "sandbox"
+ENV_VAR = "OPSVERIFY_ENV"
+TARGET_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+Path_ = tuple[str | int, ...]
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    timeout_s: float = Field(default=5.0, gt=0, le=300)
+
+
+class Waiver(BaseModel):
+    """A known failure accepted until ``expires``, with a reason and an owner."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    check: str
+    reason: str
+    owner: str
+    expires: date
+
+
+class Environment(BaseModel):
+    """Schema version 1 of an environment file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    description: str = ""
+    protected: bool = False
+    settings: Settings = Field(default_factory=Settings)
+    thresholds: dict[str, Limits] = Field(default_factory=dict)
+    targets: dict[str, AnyTarget] = Field(default_factory=dict)
+    waivers: list[Waiver] = Field(default_factory=list)
+    sandbox: SandboxSpec | None = None
+
+    @field_validator("thresholds")
+    @classmethod
+    def _threshold_ids(cls, value: dict[str, Limits]) -> dict[str, Limits]:
+        for key in value:
+            _check_threshold_id(key)
+        return value
+
+
+@dataclass(frozen=True)
+class EnvironmentChoice:
+    """Which environment file was chosen, and why (shown in the report header)."""
+
+    name: str
+    path: Path
+    source: Literal["--env", "OPSVERIFY_ENV", "default"]
+
+
+@dataclass(frozen=True)
+class LoadedEnvironment:
+    choice: EnvironmentChoice
+    model: Environment
+    lines: Mapping[Path_, int]
+
+    @property
+    def name(self) -> str:
+        return self.choice.name
+
+    def timeout_for(self, target: str) -> float:
+        own = self.model.targets[target].timeout_s
+        return own if own is not None else self.model.settings.timeout_s
+
+    def source_of(self, *path: str | int) -> str:
+        """``environments/prod.yaml:14`` for a key path, for evidence and messages."""
+        line = self.lines.get(tuple(path))
+        where = _display(self.choice.path)
+        return f"{where}:{line}" if line else where
+
+
+def available(env_dir: Path) -> list[str]:
+    """Environment names that ``--env`` accepts in ``env_dir``."""
+    names = [p.stem for p in env_dir.glob("*.yaml")]
+    names += [f"examples/{p.stem}" for p in (env_dir / "examples").glob("*.yaml")]
+    return sorted(names)
+
+
+def choose(option: str | None, environ: Mapping[str, str], env_dir: Path) -> EnvironmentChoice:
+    """Apply the precedence ``--env`` > ``OPSVERIFY_ENV`` > ``sandbox``."""
+    source: Literal["--env", "OPSVERIFY_ENV", "default"]
+    if option:
+        value, source = option, "--env"
+    elif environ.get(ENV_VAR):
+        value, source = environ[ENV_VAR], "OPSVERIFY_ENV"
+    else:
+        value, source = DEFAULT_ENV, "default"
+    if value.endswith((".yaml", ".yml")) or os.sep in value and Path(value).exists():
+        path = Path(value)
+        if not path.is_file():
+            raise EnvironmentFileError(f"{value}: environment file not found ({source})")
+        return EnvironmentChoice(path.stem, path, source)
+    path = env_dir / f"{value}.yaml"
+    if not path.is_file():
+        choices = ", ".join(available(env_dir)) or "none"
+        raise EnvironmentFileError(
+            f"unknown environment {value!r} ({source}); available: {choices}, "
+            "or give a path to a .yaml file"
+        )
+    return EnvironmentChoice(value, path, source)
+
+
+def load(
+    choice: EnvironmentChoice,
+    environ: Mapping[str, str],
+) -> LoadedEnvironment:
+    """Read, interpolate and validate an environment file. Connects to nothing."""
+    where = _display(choice.path)
+    try:
+        text = choice.path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise EnvironmentFileError(f"{where}: cannot read: {exc.strerror}") from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise EnvironmentFileError(f"{where}{line}: not valid YAML: {problem}") from None
+    lines = _line_map(node) if node is not None else {}
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise EnvironmentFileError(f"{where}:1: expected a mapping of keys, got {_kind(raw)}")
+
+    def fail(path: Path_, message: str) -> EnvironmentFileError:
+        return EnvironmentFileError(f"{where}:{_line_for(lines, path)} {_dotted(path)}: {message}")
+
+    data = _interpolate(raw, (), environ, fail)
+    _check_targets(data, fail)
+    try:
+        model = Environment.model_validate(data)
+    except ValidationError as exc:
+        raise _first_error(exc, fail) from None
+    return LoadedEnvironment(choice, model, lines)
+
+
+def _interpolate(
+    value: Any,
+    path: Path_,
+    environ: Mapping[str, str],
+    fail: Any,
+) -> Any:
+    if isinstance(value, dict):
+        return {k: _interpolate(v, (*path, k), environ, fail) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, (*path, i), environ, fail) for i, v in enumerate(value)]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+
+    def substitute(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in environ:
+            result = environ[name]
+        elif default is not None:
+            result = default
+        else:
+            raise fail(path, f"variable {name} is not set (export it, or write ${{{name}:-default}})")
+        SECRETS.add(result)
+        return result
+
+    result = _VAR.sub(substitute, value)
+    SECRETS.add(result)
+    if "${" in result and _VAR.search(value) is None:
+        raise fail(path, "malformed ${...}: expected ${NAME} or ${NAME:-default}")
+    return _coerce_scalar(result) if _VAR.fullmatch(value) else result
+
+
+def _coerce_scalar(text: str) -> Any:
+    """``timeout_s: ${T:-5}`` should be a number, as if it had been written literally."""
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    return loaded if isinstance(loaded, int | float | bool) else text
+
+
+def _check_targets(data: dict[str, Any], fail: Any) -> None:
+    """Target types and names first, so the message is about the type, not its keys."""
+    targets = data.get("targets", {})
+    if not isinstance(targets, dict):
+        raise fail(("targets",), f"expected a mapping of target names, got {_kind(targets)}")
+    for name, spec in targets.items():
+        if not isinstance(name, str) or not TARGET_NAME.match(name):
+            raise fail(
+                ("targets", name),
+                f"{name!r} is not a valid target name (lowercase letters, digits, '_', '.', '-')",
+            )
+        if not isinstance(spec, dict):
+            raise fail(("targets", name), f"expected a mapping, got {_kind(spec)}")
+        kind = spec.get("type")
+        if kind not in TARGET_TYPES:
+            choices = ", ".join(sorted(TARGET_TYPES))
+            what = f"{kind!r} is not a target type" if kind else "missing"
+            raise fail(("targets", name, "type"), f"{what}; choose one of: {choices}")
+        for key in spec.get("thresholds", {}) or {}:
+            _threshold_id_or_fail(key, ("targets", name, "thresholds", key), fail)
+
+
+def _check_threshold_id(key: str) -> None:
+    if not re.fullmatch(r"[a-z0-9_]+\.[a-z0-9_]+", key):
+        raise ValueError(f"{key!r} is not a threshold id of the form <area>.<metric>")
+
+
+def _threshold_id_or_fail(key: str, path: Path_, fail: Any) -> None:
+    try:
+        _check_threshold_id(key)
+    except ValueError as exc:
+        raise fail(path, str(exc)) from None
+
+
+def _first_error(exc: ValidationError, fail: Any) -> EnvironmentFileError:
+    errors = exc.errors(include_url=False)
+    first = errors[0]
+    loc = tuple(first["loc"])
+    # A discriminated union puts the tag in the path (targets.db.postgres.dsn); drop it.
+    if len(loc) >= 3 and loc[0] == "targets" and loc[2] in TARGET_TYPES:
+        loc = (loc[0], loc[1], *loc[3:])
+    kind = first["type"]
+    if kind == "extra_forbidden":
+        message = "unknown key"
+        parent = _expected_keys(loc[:-1])
+        if parent:
+            message += f"; expected one of: {', '.join(parent)}"
+    elif kind == "missing":
+        message = "required key is missing"
+    else:
+        message = f"{first['msg']}, got {SECRETS.scrub(repr(first.get('input')))}"
+    more = len(errors) - 1
+    if more:
+        message += f" (and {more} more error{'s' if more > 1 else ''})"
+    return fail(loc, message)  # type: ignore[no-any-return]
+
+
+def _expected_keys(loc: Path_) -> list[str]:
+    model: Any = Environment
+    for part in loc:
+        if model is Environment and part == "targets":
+            model = "targets"
+            continue
+        if model == "targets":
+            model = None  # the target's own class is picked by type below
+            continue
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        model = field.annotation
+    return sorted(model.model_fields) if hasattr(model, "model_fields") else []
+
+
+def _line_map(node: yaml.Node) -> dict[Path_, int]:
+    lines: dict[Path_, int] = {}
+
+    def walk(n: yaml.Node, path: Path_) -> None:
+        lines[path] = n.start_mark.line + 1
+        if isinstance(n, yaml.MappingNode):
+            for key, child in n.value:
+                sub = (*path, key.value)
+                lines[sub] = key.start_mark.line + 1
+                walk(child, sub)
+                lines[sub] = key.start_mark.line + 1
+        elif isinstance(n, yaml.SequenceNode):
+            for index, child in enumerate(n.value):
+                walk(child, (*path, index))
+
+    walk(node, ())
+    return lines
+
+
+def _line_for(lines: Mapping[Path_, int], path: Path_) -> int:
+    for end in range(len(path), -1, -1):
+        if path[:end] in lines:
+            return lines[path[:end]]
+    return 1
+
+
+def _dotted(path: Path_) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _kind(value: object) -> str:
+    return {list: "a list", str: "a string", int: "a number", float: "a number"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _display(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)

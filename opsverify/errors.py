@@ -1,0 +1,32 @@
+"""Exceptions that carry one readable line for the operator."""
+
+from __future__ import annotations
+
+
+class OpsverifyError(Exception):
+    """Base of every error opsverify reports as a single line."""
+
+
+class EnvironmentFileError(OpsverifyError):
+    """The environment file is missing, malformed or invalid (exit code 4)."""
+
+
+class TargetUnavailable(OpsverifyError):
+    """A target could not be evaluated: unreachable, timeout, auth, DNS.
+
+    The message names the target and its address, never a secret.
+    """
+
+    def __init__(self, target: str, address: str, cause: str) -> None:
+        self.target = target
+        self.address = address
+        self.cause = cause
+        super().__init__(f"{target} ({address}): {cause}")
+
+
+class WriteRefused(OpsverifyError):
+    """A read-only client was asked to change something."""
+
+
+class BlastRadiusExceeded(OpsverifyError):
+    """A remediation would touch more than --max-actions items."""

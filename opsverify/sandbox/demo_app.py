@@ -1,0 +1,113 @@
+"""The sandbox's demo HTTP service, shaped like the runbooks' FastAPI apps.
+
+``/health`` answers liveness, ``/health/detailed`` checks its real dependencies (TCP to the
+sandbox PostgreSQL and Redis) per component like the ERPFTS runbook, ``/metrics`` speaks the
+Prometheus text format. Run as ``python -m opsverify.sandbox.demo_app --port N``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+REGISTRY = CollectorRegistry()
+REQUESTS = Counter("http_requests", "HTTP requests", ["path", "status"], registry=REGISTRY)
+LATENCY = Histogram("http_request_duration_seconds", "Request latency", ["path"],
+                    registry=REGISTRY)
+
+
+class DemoApp(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, port: int, *, faults: set[str], dependencies: dict[str, int]) -> None:
+        super().__init__(("127.0.0.1", port), Handler)
+        self.faults = faults
+        self.dependencies = dependencies
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: DemoApp
+    server_version = "demo-forecast-api/1.0"
+
+    def do_GET(self) -> None:
+        started = time.perf_counter()
+        if "slow-app" in self.server.faults:
+            time.sleep(0.4)
+        path = self.path.split("?", 1)[0]
+        routes = {"/health": self._health, "/health/detailed": self._detailed,
+                  "/metrics": self._metrics, "/": self._root}
+        handler = routes.get(path)
+        status = handler() if handler else self._send_json(404, {"detail": "Not Found"})
+        REQUESTS.labels(path if handler else "other", str(status)).inc()
+        LATENCY.labels(path if handler else "other").observe(time.perf_counter() - started)
+
+    def _root(self) -> int:
+        return self._send_json(200, {"service": "ts-forecast-api", "version": "1.4.2"})
+
+    def _health(self) -> int:
+        if "app-unhealthy" in self.server.faults:
+            return self._send_json(503, {"status": "unhealthy", "detail": "model not loaded"})
+        return self._send_json(200, {"status": "healthy", "version": "1.4.2"})
+
+    def _detailed(self) -> int:
+        components: dict[str, dict[str, Any]] = {}
+        for name, port in self.server.dependencies.items():
+            ok = _tcp_ok(port)
+            components[name] = {"status": "healthy" if ok else "unhealthy",
+                                "detail": f"127.0.0.1:{port} " + ("reachable" if ok else "refused")}
+        components["vector_db"] = {"status": "healthy", "collections": 3}
+        components["embedding_model"] = {
+            "status": "unhealthy" if "app-unhealthy" in self.server.faults else "healthy"}
+        overall = all(c["status"] == "healthy" for c in components.values())
+        body = {"status": "healthy" if overall else "degraded", "components": components}
+        return self._send_json(200 if overall else 503, body)
+
+    def _metrics(self) -> int:
+        payload = generate_latest(REGISTRY)
+        self.send_response(200)
+        self.send_header("Content-Type", CONTENT_TYPE_LATEST)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+        return 200
+
+    def _send_json(self, status: int, body: dict[str, Any]) -> int:
+        payload = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+        return status
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        pass
+
+
+def _tcp_ok(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--fault", action="append", default=[])
+    parser.add_argument("--dependency", action="append", default=[], metavar="NAME=PORT")
+    args = parser.parse_args()
+    deps = {name: int(port) for name, port in (d.split("=", 1) for d in args.dependency)}
+    DemoApp(args.port, faults=set(args.fault), dependencies=deps).serve_forever()
+
+
+if __name__ == "__main__":
+    main()

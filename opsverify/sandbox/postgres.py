@@ -1,0 +1,177 @@
+"""A throw-away PostgreSQL cluster seeded like the Time Series Forecasting runbook's."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from opsverify.sandbox.process import port_open, spawn, stop, unprivileged_user, wait_until
+from opsverify.sandbox.spec import PostgresComponent
+
+APP_ROLE = "ts_app"
+MONITOR_ROLE = "opsverify"
+
+
+def bindir() -> Path | None:
+    """The newest installed PostgreSQL server binaries, or ``None``."""
+    found = shutil.which("pg_ctl")
+    if found and Path(found).with_name("initdb").exists():
+        return Path(found).parent
+    versions = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/initdb"),
+        key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0,
+    )
+    return versions[-1].parent if versions else None
+
+
+class PostgresServer:
+    """initdb, start, seed, stop. The cluster lives in ``workdir/postgres``."""
+
+    install_hint = "apt-get install postgresql"
+
+    def __init__(self, spec: PostgresComponent, workdir: Path, port: int, password: str) -> None:
+        self.spec = spec
+        self.workdir = workdir
+        self.port = port
+        self.password = password
+        self.datadir = workdir / "postgres"
+        self.sockdir = workdir / "pg-socket"
+        self.log = workdir / "postgres.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        self.user = unprivileged_user()
+        self._idle: list[psycopg.Connection[tuple[object, ...]]] = []
+
+    @property
+    def dsn(self) -> str:
+        return (
+            f"postgresql://{MONITOR_ROLE}:{self.password}@127.0.0.1:{self.port}/{self.spec.database}"
+        )
+
+    @property
+    def app_dsn(self) -> str:
+        return f"postgresql://{APP_ROLE}:{self.password}@127.0.0.1:{self.port}/{self.spec.database}"
+
+    def prepare(self) -> None:
+        """initdb; may run in a worker thread (it leaves no process behind)."""
+        binaries = bindir()
+        if binaries is None:
+            raise FileNotFoundError(f"PostgreSQL server binaries not found ({self.install_hint})")
+        self.sockdir.mkdir()
+        if self.user:
+            for path in (self.workdir, self.sockdir):
+                shutil.chown(path, self.user)
+        subprocess.run(
+            [str(binaries / "initdb"), "-D", str(self.datadir), "-U", "postgres",
+             "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--no-sync",
+             "--locale=C"],
+            check=True, capture_output=True, user=self.user, timeout=60,
+        )
+
+    def launch(self) -> None:
+        """Start the server; must run in the main thread (see process.spawn)."""
+        binaries = bindir()
+        assert binaries is not None
+        self.process = spawn(
+            [str(binaries / "postgres"), "-D", str(self.datadir), "-p", str(self.port),
+             "-k", str(self.sockdir), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
+             "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+             "-c", "log_statement=all", "-c", "log_line_prefix=%m [%p] %u@%d %a: ",
+             "-c", "max_connections=50", "-c", "shared_buffers=32MB"],
+            log=self.log,
+            user=self.user,
+            # SIGQUIT is PostgreSQL's immediate shutdown: it also ends every backend.
+            on_parent_death=signal.SIGQUIT,
+        )
+
+    def ready(self) -> None:
+        """Wait for the port, then seed."""
+        wait_until(lambda: port_open(self.port), timeout_s=30, what="PostgreSQL",
+                   process=self.process, log=self.log)
+        self._seed()
+
+    def stop(self) -> None:
+        for conn in self._idle:
+            conn.close()
+        if self.process is not None:
+            stop(self.process, signal.SIGINT)  # fast shutdown
+
+    def _admin(self, dbname: str = "postgres") -> psycopg.Connection[tuple[object, ...]]:
+        return psycopg.connect(host=str(self.sockdir), port=self.port, user="postgres",
+                               dbname=dbname, autocommit=True, connect_timeout=10)
+
+    def _seed(self) -> None:
+        with self._admin() as conn:
+            # Role passwords must not land in the statement log.
+            conn.execute("SET log_statement = 'none'")
+            for role in (APP_ROLE, MONITOR_ROLE):
+                conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                    sql.Identifier(role), sql.Literal(self.password)))
+            conn.execute("RESET log_statement")
+            conn.execute(sql.SQL("GRANT pg_monitor, pg_signal_backend TO {}").format(
+                sql.Identifier(MONITOR_ROLE)))
+            conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                sql.Identifier(self.spec.database), sql.Identifier(APP_ROLE)))
+        with self._admin(self.spec.database) as conn:
+            conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(APP_ROLE)))
+            conn.execute(SCHEMA)
+            conn.execute(SEED)
+            # The monitoring role may read and, deliberately, also write: the read-only
+            # rails, not missing privileges, are what must stop a check from writing.
+            conn.execute(sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA "
+                                 "public TO {}").format(sql.Identifier(MONITOR_ROLE)))
+
+    # -- faults -----------------------------------------------------------------------
+    def open_idle_sessions(self, count: int) -> None:
+        """Application sessions left idle, as a leaking connection pool leaves them."""
+        for _ in range(count):
+            conn = psycopg.connect(self.app_dsn, autocommit=True, connect_timeout=10,
+                                   application_name="ts-forecast-worker")
+            conn.execute("SELECT 1")
+            self._idle.append(conn)
+
+    def add_stuck_run(self) -> None:
+        with self._admin(self.spec.database) as conn:
+            conn.execute(
+                "INSERT INTO runs (name, status, start_time) "
+                "VALUES ('nightly-retrain', 'running', now() - interval '30 hours')")
+
+
+SCHEMA = """
+CREATE TABLE experiments (
+    id serial PRIMARY KEY, name text NOT NULL, created_at timestamptz NOT NULL DEFAULT now());
+CREATE TABLE runs (
+    id serial PRIMARY KEY, experiment_id int REFERENCES experiments(id), name text NOT NULL,
+    status text NOT NULL CHECK (status IN ('queued', 'running', 'finished', 'failed')),
+    start_time timestamptz, end_time timestamptz);
+CREATE TABLE models (
+    id serial PRIMARY KEY, run_id int REFERENCES runs(id), name text NOT NULL,
+    version int NOT NULL, created_at timestamptz NOT NULL DEFAULT now());
+CREATE TABLE system_logs (
+    id bigserial PRIMARY KEY, log_level text NOT NULL, message text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now());
+"""
+
+SEED = """
+INSERT INTO experiments (name, created_at)
+SELECT 'experiment-' || i, now() - (i || ' days')::interval FROM generate_series(1, 12) AS i;
+INSERT INTO runs (experiment_id, name, status, start_time, end_time)
+SELECT 1 + i % 12, 'run-' || i,
+       CASE WHEN i <= 3 THEN 'running' WHEN i % 17 = 0 THEN 'failed' ELSE 'finished' END,
+       now() - (i || ' hours')::interval + interval '1 hour',
+       CASE WHEN i <= 3 THEN NULL ELSE now() - (i || ' hours')::interval + interval '2 hours' END
+FROM generate_series(1, 240) AS i;
+INSERT INTO models (run_id, name, version, created_at)
+SELECT 10 + i, 'forecaster', i, now() - (i || ' days')::interval FROM generate_series(1, 40) AS i;
+INSERT INTO system_logs (log_level, message, created_at)
+SELECT CASE WHEN i % 97 = 0 THEN 'ERROR' WHEN i % 13 = 0 THEN 'WARNING' ELSE 'INFO' END,
+       'pipeline step ' || i, now() - (i || ' minutes')::interval * 7
+FROM generate_series(1, 2000) AS i;
+"""
+
+

@@ -1,0 +1,105 @@
+"""Starting local servers that cannot outlive the process that started them."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def unprivileged_user() -> str | None:
+    """Servers such as PostgreSQL refuse to run as root; run them as ``postgres``."""
+    if os.geteuid() != 0:
+        return None
+    for name in ("postgres", "nobody"):
+        try:
+            pwd.getpwnam(name)
+        except KeyError:
+            continue
+        return name
+    return None
+
+
+def spawn(
+    argv: Sequence[str],
+    *,
+    log: Path,
+    user: str | None = None,
+    on_parent_death: signal.Signals = signal.SIGTERM,
+) -> subprocess.Popen[bytes]:
+    """Start a server in its own session (Ctrl-C reaches us, and we stop it in order).
+
+    util-linux's ``setpriv`` drops to ``user`` and sets the parent-death signal after the
+    uid change, so that if we are killed outright the kernel still stops the server.
+    """
+    wrapper = ["setpriv", f"--pdeathsig={on_parent_death.name}"]
+    if user:
+        wrapper += [f"--reuid={user}", f"--regid={user}", "--init-groups"]
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [*wrapper, *argv],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def wait_until(
+    ready: Callable[[], bool],
+    *,
+    timeout_s: float,
+    what: str,
+    process: subprocess.Popen[bytes] | None = None,
+    log: Path | None = None,
+) -> None:
+    """Poll ``ready`` until it holds; fail with the server's last log line otherwise."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if ready():
+            return
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {process.returncode}{_tail(log)}")
+        time.sleep(0.02)
+    raise RuntimeError(f"{what} not ready after {timeout_s:g} s{_tail(log)}")
+
+
+def port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM, grace_s: float = 5) -> None:
+    """Signal the server's whole session, then kill what is left after ``grace_s``."""
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, sig)
+    except ProcessLookupError:
+        return
+    try:
+        process.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def _tail(log: Path | None) -> str:
+    if log is None or not log.exists():
+        return ""
+    lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+    return f": {lines[-1].strip()}" if lines else ""

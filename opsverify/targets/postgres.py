@@ -1,0 +1,303 @@
+"""PostgreSQL targets: the ``postgres`` section and clients that are read-only unless asked.
+
+A read-only client is enforced twice: on our side (only SELECT-like statements are sent)
+and on the server's (``default_transaction_read_only=on``). Every session carries
+``statement_timeout``, ``lock_timeout``, ``idle_in_transaction_session_timeout`` and
+``application_name=opsverify``; a client-side watchdog bounds the whole operation.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import socket
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+from pydantic import Field, field_validator, model_validator
+
+from opsverify.errors import TargetUnavailable, WriteRefused
+from opsverify.targets.base import Section, TargetSpec
+
+Cadence = Literal["daily", "weekly", "monthly", "deploy_gate"]
+Category = Literal["health", "backup", "security", "capacity"]
+READ_ONLY_VERBS = frozenset({"select", "with", "show", "explain", "values", "table"})
+APPLICATION_NAME = "opsverify"
+T = TypeVar("T")
+
+
+class Bounds(Section):
+    """``{max: 0}``, ``{min: 1}``, ``{equals: 'on'}`` or a combination."""
+
+    max: float | None = None
+    min: float | None = None
+    equals: str | float | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> Bounds:
+        if self.max is None and self.min is None and self.equals is None:
+            raise ValueError("give max, min or equals")
+        return self
+
+    def violated_by(self, value: Any) -> str | None:
+        """Why ``value`` is outside these bounds, or ``None``."""
+        if self.equals is not None and str(value) != str(self.equals):
+            return f"expected = {self.equals}"
+        number = _as_number(value)
+        if (self.max is not None or self.min is not None) and number is None:
+            return "expected a number"
+        if self.max is not None and number is not None and number > self.max:
+            return f"expected ≤ {self.max:g}"
+        if self.min is not None and number is not None and number < self.min:
+            return f"expected ≥ {self.min:g}"
+        return None
+
+
+class SqlCheck(Section):
+    """A runbook query whose single value must stay within bounds."""
+
+    name: str = Field(pattern=r"^[a-z0-9_]+$")
+    query: str
+    expect: Bounds
+    warn: Bounds | None = None
+    unit: str = ""
+    cadence: list[Cadence] = Field(default_factory=lambda: ["daily"])
+    category: Category = "health"
+    description: str = ""
+
+    @field_validator("cadence", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
+class PostgresTarget(TargetSpec):
+    type: Literal["postgres"]
+    dsn: str
+    role: Literal["primary", "replica"] | None = None
+    # A client session idle longer than this counts as stale (runbook: 1 hour).
+    idle_session_max_age_s: float = Field(default=3600, gt=0)
+    sql_checks: list[SqlCheck] = Field(default_factory=list)
+
+    @field_validator("dsn")
+    @classmethod
+    def _parses(cls, value: str) -> str:
+        try:
+            conninfo_to_dict(value)
+        except psycopg.ProgrammingError:
+            raise ValueError("not a PostgreSQL connection string or URL") from None
+        return value
+
+    def address(self) -> str:
+        params = conninfo_to_dict(self.dsn)
+        host = str(params.get("host") or "localhost")
+        port = str(params.get("port") or "5432")
+        dbname = params.get("dbname")
+        return f"{host}:{port}" + (f"/{dbname}" if dbname else "")
+
+    def password(self) -> str | None:
+        value = conninfo_to_dict(self.dsn).get("password")
+        return None if value is None else str(value)
+
+
+@dataclass(frozen=True)
+class Session:
+    """A row of pg_stat_activity, as remediation sees it."""
+
+    pid: int
+    user: str
+    application: str
+    client: str
+    state: str
+    idle_s: float
+
+
+class PostgresClient:
+    """One session to one target, opened lazily, with every deadline set.
+
+    ``writable=False`` (the default) refuses writes on both sides of the wire.
+    """
+
+    def __init__(
+        self, name: str, spec: PostgresTarget, timeout_s: float, *, writable: bool = False
+    ) -> None:
+        self.name = name
+        self.spec = spec
+        self.timeout_s = timeout_s
+        self.writable = writable
+        self._conn: psycopg.Connection[Any] | None = None
+
+    # -- connection -------------------------------------------------------------------
+    def connect(self) -> None:
+        """Open the session, or raise :class:`TargetUnavailable` within the deadline."""
+        if self._conn is not None:
+            return
+        ms = int(self.timeout_s * 1000)
+        options = [
+            f"-c statement_timeout={ms}",
+            f"-c lock_timeout={ms}",
+            f"-c idle_in_transaction_session_timeout={max(ms, 1000)}",
+        ]
+        if not self.writable:
+            options.append("-c default_transaction_read_only=on")
+        try:
+            self._conn = self._bounded(
+                lambda: psycopg.connect(
+                    self.spec.dsn,
+                    autocommit=True,
+                    # libpq's floor is 2 s; the watchdog below enforces the real deadline.
+                    connect_timeout=max(2, math.ceil(self.timeout_s)),
+                    application_name=APPLICATION_NAME
+                    + ("" if not self.writable else "-remediation"),
+                    options=" ".join(options),
+                ),
+                None,
+            )
+        except psycopg.OperationalError as exc:
+            raise self._unavailable(_cause(exc)) from None
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    # -- reading ----------------------------------------------------------------------
+    def query(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
+        """Rows of a statement; a write from a read-only client raises :class:`WriteRefused`."""
+        if not self.writable:
+            refuse_writes(sql)
+        self.connect()
+        conn = self._conn
+        assert conn is not None
+
+        def run() -> list[tuple[Any, ...]]:
+            with conn.cursor() as cur:
+                cur.execute(sql, params)  # type: ignore[arg-type]  # queries come from config
+                return cur.fetchall() if cur.description else []
+
+        try:
+            return self._bounded(run, conn)
+        except psycopg.errors.ReadOnlySqlTransaction as exc:
+            raise WriteRefused(
+                f"{self.name}: the server refused a write in a read-only session: "
+                f"{exc.diag.message_primary}"
+            ) from None
+        except psycopg.errors.QueryCanceled:
+            raise self._unavailable(f"query exceeded {self.timeout_s:g} s") from None
+        except psycopg.OperationalError as exc:
+            self._conn = None
+            raise self._unavailable(_cause(exc)) from None
+
+    def scalar(self, sql: str, params: Sequence[Any] | None = None) -> Any:
+        rows = self.query(sql, params)
+        if not rows or len(rows[0]) != 1:
+            raise ValueError(f"{self.name}: expected one value, got {len(rows)} row(s)")
+        return rows[0][0]
+
+    def is_in_recovery(self) -> bool:
+        return bool(self.scalar("SELECT pg_is_in_recovery()"))
+
+    def stale_idle_sessions(self, max_age_s: float) -> list[Session]:
+        """Client sessions idle longer than ``max_age_s``, other than opsverify's own."""
+        rows = self.query(
+            """
+            SELECT pid, coalesce(usename, ''), application_name,
+                   coalesce(host(client_addr), 'local'), state,
+                   extract(epoch FROM now() - state_change)::float8
+            FROM pg_stat_activity
+            WHERE backend_type = 'client backend' AND state = 'idle'
+              AND pid <> pg_backend_pid()
+              AND application_name NOT LIKE 'opsverify%%'
+              AND state_change < now() - make_interval(secs => %s)
+            ORDER BY state_change
+            """,
+            (max_age_s,),
+        )
+        return [Session(*row) for row in rows]
+
+    # -- writing (remediation only) ------------------------------------------------------
+    def terminate(self, pid: int) -> bool:
+        if not self.writable:
+            raise WriteRefused(f"{self.name}: pg_terminate_backend from a read-only client")
+        return bool(self.scalar("SELECT pg_terminate_backend(%s)", (pid,)))
+
+    # -- internals --------------------------------------------------------------------
+    def _bounded(self, fn: Callable[[], T], conn: psycopg.Connection[Any] | None) -> T:
+        """Run ``fn``; past the deadline, cut the socket so a hung server cannot hold us."""
+        fired = threading.Event()
+
+        def cut() -> None:
+            fired.set()
+            if conn is not None:
+                _shutdown(conn)
+
+        timer = threading.Timer(self.timeout_s + 0.5, cut)
+        timer.daemon = True
+        timer.start()
+        try:
+            return fn()
+        except psycopg.OperationalError:
+            if fired.is_set():
+                self._conn = None
+                raise self._unavailable(f"no answer within {self.timeout_s:g} s") from None
+            raise
+        finally:
+            timer.cancel()
+
+    def _unavailable(self, cause: str) -> TargetUnavailable:
+        return TargetUnavailable(self.name, f"postgres {self.spec.address()}", cause)
+
+
+def refuse_writes(sql: str) -> None:
+    """Client-side guard: only single read statements leave a read-only client."""
+    text = _strip_comments(sql).strip().rstrip(";").strip()
+    verb = text.split(None, 1)[0].lower() if text else ""
+    if verb not in READ_ONLY_VERBS:
+        raise WriteRefused(
+            f"refusing to send {verb.upper() or 'an empty statement'} from a non-destructive "
+            "check (read-only: SELECT, WITH, SHOW, EXPLAIN, VALUES, TABLE)"
+        )
+    if ";" in text:
+        raise WriteRefused("refusing to send several statements from a non-destructive check")
+
+
+def _strip_comments(sql: str) -> str:
+    return re.sub(r"--[^\n]*|/\*.*?\*/", " ", sql, flags=re.S)
+
+
+def _shutdown(conn: psycopg.Connection[Any]) -> None:
+    try:
+        fd = os.dup(conn.fileno())
+    except (OSError, psycopg.Error):
+        return
+    try:
+        with socket.socket(fileno=fd) as sock:
+            sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+def _cause(exc: psycopg.Error) -> str:
+    """The server's or libpq's reason in one line, without the connection string."""
+    text = str(exc).strip().splitlines()
+    lines = [line for line in text if line.strip()]
+    last = lines[-1] if lines else type(exc).__name__
+    for prefix in ("connection failed: ",):
+        last = last.removeprefix(prefix)
+    last = re.sub(r'connection to server at "[^"]*" \([^)]*\), port \d+ failed: ', "", last)
+    last = re.sub(r'connection to server at "[^"]*", port \d+ failed: ', "", last)
+    return last.replace("FATAL:  ", "").strip()
+
+
+def _as_number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return float(value)
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
