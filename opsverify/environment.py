@@ -130,11 +130,47 @@ def choose(option: str | None, environ: Mapping[str, str], env_dir: Path) -> Env
     return EnvironmentChoice(value, path, source)
 
 
+def sandbox_section(choice: EnvironmentChoice) -> SandboxSpec | None:
+    """Just the ``sandbox:`` section, validated, to plan the sandbox before the rest."""
+    raw, lines = _read(choice)
+    section = raw.get("sandbox")
+    if section is None:
+        return None
+    try:
+        return SandboxSpec.model_validate(section)
+    except ValidationError as exc:
+        where = _display(choice.path)
+
+        def fail(path: Path_, message: str) -> EnvironmentFileError:
+            return EnvironmentFileError(
+                f"{where}:{_line_for(lines, path)} {_dotted(path)}: {message}")
+
+        raise _first_error(exc, fail, prefix=("sandbox",)) from None
+
+
 def load(
     choice: EnvironmentChoice,
     environ: Mapping[str, str],
 ) -> LoadedEnvironment:
     """Read, interpolate and validate an environment file. Connects to nothing."""
+    where = _display(choice.path)
+    raw, lines = _read(choice)
+
+    def fail(path: Path_, message: str) -> EnvironmentFileError:
+        return EnvironmentFileError(f"{where}:{_line_for(lines, path)} {_dotted(path)}: {message}")
+
+    data = _interpolate(raw, (), environ, fail)
+    _check_targets(data, fail)
+    try:
+        model = Environment.model_validate(data)
+    except ValidationError as exc:
+        raise _first_error(exc, fail) from None
+    for spec in model.targets.values():
+        SECRETS.add_all(spec.secrets())
+    return LoadedEnvironment(choice, model, lines)
+
+
+def _read(choice: EnvironmentChoice) -> tuple[dict[str, Any], dict[Path_, int]]:
     where = _display(choice.path)
     try:
         text = choice.path.read_text(encoding="utf-8")
@@ -153,17 +189,7 @@ def load(
         raw = {}
     if not isinstance(raw, dict):
         raise EnvironmentFileError(f"{where}:1: expected a mapping of keys, got {_kind(raw)}")
-
-    def fail(path: Path_, message: str) -> EnvironmentFileError:
-        return EnvironmentFileError(f"{where}:{_line_for(lines, path)} {_dotted(path)}: {message}")
-
-    data = _interpolate(raw, (), environ, fail)
-    _check_targets(data, fail)
-    try:
-        model = Environment.model_validate(data)
-    except ValidationError as exc:
-        raise _first_error(exc, fail) from None
-    return LoadedEnvironment(choice, model, lines)
+    return raw, lines
 
 
 def _interpolate(
@@ -240,17 +266,21 @@ def _threshold_id_or_fail(key: str, path: Path_, fail: Any) -> None:
         raise fail(path, str(exc)) from None
 
 
-def _first_error(exc: ValidationError, fail: Any) -> EnvironmentFileError:
+def _first_error(
+    exc: ValidationError, fail: Any, prefix: Path_ = ()
+) -> EnvironmentFileError:
     errors = exc.errors(include_url=False)
     first = errors[0]
-    loc = tuple(first["loc"])
+    loc = (*prefix, *first["loc"])
     # A discriminated union puts the tag in the path (targets.db.postgres.dsn); drop it.
+    target_type = None
     if len(loc) >= 3 and loc[0] == "targets" and loc[2] in TARGET_TYPES:
+        target_type = str(loc[2])
         loc = (loc[0], loc[1], *loc[3:])
     kind = first["type"]
     if kind == "extra_forbidden":
         message = "unknown key"
-        parent = _expected_keys(loc[:-1])
+        parent = _expected_keys(loc[:-1], target_type)
         if parent:
             message += f"; expected one of: {', '.join(parent)}"
     elif kind == "missing":
@@ -263,20 +293,31 @@ def _first_error(exc: ValidationError, fail: Any) -> EnvironmentFileError:
     return fail(loc, message)  # type: ignore[no-any-return]
 
 
-def _expected_keys(loc: Path_) -> list[str]:
+def _expected_keys(loc: Path_, target_type: str | None) -> list[str]:
+    """The keys allowed where an unknown one was found, to say what was meant."""
     model: Any = Environment
-    for part in loc:
-        if model is Environment and part == "targets":
-            model = "targets"
-            continue
-        if model == "targets":
-            model = None  # the target's own class is picked by type below
+    parts = list(loc)
+    if target_type is not None:
+        model, parts = TARGET_TYPES[target_type], parts[2:]
+    for part in parts:
+        if isinstance(part, int):
             continue
         field = getattr(model, "model_fields", {}).get(part)
         if field is None:
             return []
-        model = field.annotation
+        model = _model_in(field.annotation)
     return sorted(model.model_fields) if hasattr(model, "model_fields") else []
+
+
+def _model_in(annotation: Any) -> Any:
+    """The pydantic model inside ``X | None`` or ``list[X]``, if any."""
+    if hasattr(annotation, "model_fields"):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
 
 
 def _line_map(node: yaml.Node) -> dict[Path_, int]:

@@ -70,6 +70,7 @@ def resolve(
     target_source: str,
     env_limits: Limits | None,
     env_source: str,
+    default_source: str = "check default",
 ) -> AppliedThreshold:
     """Precedence: the target's own > the environment's > the check's default."""
     for limits, source in ((target_limits, target_source), (env_limits, env_source)):
@@ -78,7 +79,7 @@ def resolve(
                 threshold_id, limits.warn, limits.crit, default.direction, source
             )
     return AppliedThreshold(
-        threshold_id, default.warn, default.crit, default.direction, "check default"
+        threshold_id, default.warn, default.crit, default.direction, default_source
     )
 
 

@@ -91,7 +91,8 @@ class PostgresServer:
 
     def ready(self) -> None:
         """Wait for the port, then seed."""
-        wait_until(lambda: port_open(self.port), timeout_s=30, what="PostgreSQL",
+        # An open port is not enough: the server refuses sessions while it starts up.
+        wait_until(self._accepts_sessions, timeout_s=30, what="PostgreSQL",
                    process=self.process, log=self.log)
         self._seed()
 
@@ -100,6 +101,15 @@ class PostgresServer:
             conn.close()
         if self.process is not None:
             stop(self.process, signal.SIGINT)  # fast shutdown
+
+    def _accepts_sessions(self) -> bool:
+        if not port_open(self.port):
+            return False
+        try:
+            self._admin().close()
+        except psycopg.OperationalError:
+            return False
+        return True
 
     def _admin(self, dbname: str = "postgres") -> psycopg.Connection[tuple[object, ...]]:
         return psycopg.connect(host=str(self.sockdir), port=self.port, user="postgres",

@@ -29,6 +29,10 @@ class TargetSpec(Section):
         """Where the target lives, for messages: host and port, never credentials."""
         raise NotImplementedError
 
+    def secrets(self) -> list[str]:
+        """Values of this section that must never appear in output (passwords, DSNs)."""
+        return []
+
 
 @dataclass(frozen=True)
 class Deadline:

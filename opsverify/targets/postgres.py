@@ -100,6 +100,9 @@ class PostgresTarget(TargetSpec):
         dbname = params.get("dbname")
         return f"{host}:{port}" + (f"/{dbname}" if dbname else "")
 
+    def secrets(self) -> list[str]:
+        return [self.dsn, self.password() or ""]
+
     def password(self) -> str | None:
         value = conninfo_to_dict(self.dsn).get("password")
         return None if value is None else str(value)
@@ -224,6 +227,10 @@ class PostgresClient:
     def terminate(self, pid: int) -> bool:
         if not self.writable:
             raise WriteRefused(f"{self.name}: pg_terminate_backend from a read-only client")
+        if int(self.scalar("SHOW server_version_num")) >= 140000:
+            # Wait for the backend to be gone, so a re-check right after sees the result.
+            wait_ms = int(self.timeout_s * 1000 / 2)
+            return bool(self.scalar("SELECT pg_terminate_backend(%s, %s)", (pid, wait_ms)))
         return bool(self.scalar("SELECT pg_terminate_backend(%s)", (pid,)))
 
     # -- internals --------------------------------------------------------------------
@@ -283,15 +290,13 @@ def _shutdown(conn: psycopg.Connection[Any]) -> None:
 
 
 def _cause(exc: psycopg.Error) -> str:
-    """The server's or libpq's reason in one line, without the connection string."""
-    text = str(exc).strip().splitlines()
-    lines = [line for line in text if line.strip()]
-    last = lines[-1] if lines else type(exc).__name__
-    for prefix in ("connection failed: ",):
-        last = last.removeprefix(prefix)
-    last = re.sub(r'connection to server at "[^"]*" \([^)]*\), port \d+ failed: ', "", last)
-    last = re.sub(r'connection to server at "[^"]*", port \d+ failed: ', "", last)
-    return last.replace("FATAL:  ", "").strip()
+    """libpq's reason in one line, without the connection string or the server address."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = lines[0] if lines else type(exc).__name__
+    text = text.removeprefix("connection failed: ")
+    text = re.sub(r'^connection to server (at "[^"]*"( \([^)]*\))?, port \d+|on socket "[^"]*") '
+                  r"failed: ", "", text)
+    return text.replace("FATAL:  ", "").strip() or type(exc).__name__
 
 
 def _as_number(value: Any) -> float | None:

@@ -35,6 +35,9 @@ class RedisTarget(TargetSpec):
         parts = urlsplit(self.url)
         return f"{parts.hostname}:{parts.port or 6379}"
 
+    def secrets(self) -> list[str]:
+        return [self.url, self.password() or ""]
+
     def password(self) -> str | None:
         return urlsplit(self.url).password
 

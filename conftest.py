@@ -1,0 +1,15 @@
+"""The architecture of opsverify, as pytest plugins. Each is one concern; see fixtures/."""
+
+pytest_plugins = [
+    "fixtures.sandbox",      # local real servers for environments with a sandbox: section
+    "fixtures.environment",  # --env: choose, interpolate, validate (exit 4), share with xdist
+    "fixtures.markers",      # cadence, gate, destructive; category from the check's folder
+    "fixtures.targets",      # --target; one test per target, readable ids; one-line ERRORs
+    "fixtures.outcomes",     # evidence API; PASS/WARN/FAIL/ERROR/SKIP/WAIVED
+    "fixtures.reports",      # reports/<env>/<timestamp>/: html, junit, allure, summary.json
+    "fixtures.safety",       # --allow-destructive, --plan, --max-actions, audit, re-check
+    "fixtures.redaction",    # secrets never leave a report
+    "fixtures.http",         # target types: one module each, named as the type
+    "fixtures.postgres",
+    "fixtures.redis",
+]

@@ -1,0 +1,1 @@
+"""Report writers: the machine-readable summary and the HTML header, free of pytest."""

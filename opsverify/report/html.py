@@ -1,0 +1,76 @@
+"""The head of ``report.html``: who, what, when, the counts, then failures and warnings
+with their evidence. Inline styles only: the file must open offline, attached to a ticket."""
+
+from __future__ import annotations
+
+from html import escape
+
+from opsverify.report.summary import RunSummary
+
+COLOURS = {"FAIL": "#c62828", "ERROR": "#6a1b9a", "WARN": "#ef6c00", "WAIVED": "#546e7a",
+           "PLAN": "#1565c0", "SKIP": "#757575", "PASS": "#2e7d32"}
+
+
+def header(run: RunSummary) -> list[str]:
+    env = run.environment
+    rows = [
+        ("Environment", f"{env['name']} — {env.get('description') or ''}"),
+        ("Environment file", f"{env['path']} (chosen by {env['chosen_by']})"),
+        ("Run by", f"{run.operator} on {run.host}"),
+        ("When", f"{run.started:%Y-%m-%d %H:%M:%S} UTC → {run.finished:%H:%M:%S} UTC"),
+        ("Suite revision", run.revision),
+        ("Exit status", str(run.exitstatus)),
+    ]
+    if env.get("sandbox_faults"):
+        rows.append(("Injected faults", ", ".join(env["sandbox_faults"])))
+    table = "".join(f"<tr><th style='text-align:left;padding-right:1em'>{escape(k)}</th>"
+                    f"<td>{escape(v)}</td></tr>" for k, v in rows)
+    badges = " ".join(
+        f"<span style='background:{COLOURS[o]};color:#fff;padding:2px 8px;border-radius:3px;"
+        f"margin-right:4px'>{o} {n}</span>" for o, n in run.counts.items() if n)
+    parts = [f"<div id='opsverify-header'><h2>opsverify run</h2><table>{table}</table>"
+             f"<p>{badges}</p>"]
+    attention = [c for c in run.ordered() if c.outcome in ("FAIL", "ERROR", "WARN")]
+    if attention:
+        parts.append("<h3>Failures and warnings</h3><ul id='opsverify-attention'>")
+        for check in attention:
+            lines = [m for m in check.evidence if m.get("verdict") != "PASS"]
+            detail = "".join(f"<li>{escape(_line(m))}</li>" for m in lines)
+            if not detail and check.message:
+                detail = f"<li><pre>{escape(check.message[:2000])}</pre></li>"
+            parts.append(
+                f"<li><b style='color:{COLOURS[check.outcome]}'>{check.outcome}</b> "
+                f"<code>{escape(check.nodeid)}</code><ul>{detail}</ul></li>")
+        parts.append("</ul>")
+    if run.audit:
+        parts.append("<h3>Changes applied (audit)</h3><ul id='opsverify-audit'>")
+        for entry in run.audit:
+            parts.append(
+                f"<li>{escape(entry.get('when', ''))} {escape(entry.get('who', ''))}: "
+                f"{escape(entry.get('target', ''))} {escape(entry.get('action', ''))} "
+                f"{escape(entry.get('subject', ''))}: {escape(entry.get('before', ''))} → "
+                f"{escape(entry.get('after', ''))}</li>")
+        parts.append("</ul>")
+    plans = [c for c in run.checks if c.plan]
+    if plans:
+        parts.append("<h3>Planned changes (--plan, nothing applied)</h3><ul>")
+        parts += [f"<li><code>{escape(c.nodeid)}</code>: {escape(p)}</li>"
+                  for c in plans for p in c.plan]
+        parts.append("</ul>")
+    parts.append("</div>")
+    return parts
+
+
+def evidence_block(lines: list[str]) -> str:
+    items = "".join(f"<li>{escape(line)}</li>" for line in lines)
+    return f"<div class='opsverify-evidence'><b>Evidence</b><ul>{items}</ul></div>"
+
+
+def _line(m: dict[str, object]) -> str:
+    unit = f" {m['unit']}" if m.get("unit") else ""
+    text = f"{m.get('target')}: {m.get('name')} = {m.get('value')}{unit}"
+    if m.get("expected"):
+        text += f", expected {m['expected']}"
+    if m.get("source"):
+        text += f" ({m['source']})"
+    return f"{text} → {m.get('verdict')}"
