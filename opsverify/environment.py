@@ -115,7 +115,7 @@ def choose(option: str | None, environ: Mapping[str, str], env_dir: Path) -> Env
         value, source = environ[ENV_VAR], "OPSVERIFY_ENV"
     else:
         value, source = DEFAULT_ENV, "default"
-    if value.endswith((".yaml", ".yml")) or os.sep in value and Path(value).exists():
+    if value.endswith((".yaml", ".yml")) or (os.sep in value and Path(value).exists()):
         path = Path(value)
         if not path.is_file():
             raise EnvironmentFileError(f"{value}: environment file not found ({source})")
@@ -212,7 +212,8 @@ def _interpolate(
         elif default is not None:
             result = default
         else:
-            raise fail(path, f"variable {name} is not set (export it, or write ${{{name}:-default}})")
+            raise fail(path, f"variable {name} is not set "
+                             f"(export it, or write ${{{name}:-default}})")
         SECRETS.add(result)
         return result
 

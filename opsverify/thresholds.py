@@ -57,7 +57,7 @@ class AppliedThreshold:
 
 
 class Verdict(StrEnum):
-    PASS = "PASS"
+    PASS = "PASS"  # noqa: S105 - an outcome, not a password
     WARN = "WARN"
     FAIL = "FAIL"
 

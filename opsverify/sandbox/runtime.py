@@ -36,7 +36,7 @@ FAULTS: dict[str, str] = {
 }
 IDLE_SESSIONS = 4
 IDLE_AGE_S = 1.2  # the sandbox environment counts sessions idle over 1 s as stale
-PASSWORD_VAR = "OPSVERIFY_SANDBOX_PASSWORD"
+PASSWORD_VAR = "OPSVERIFY_SANDBOX_PASSWORD"  # noqa: S105 - the variable's name, not a value
 DIR_VAR = "OPSVERIFY_SANDBOX_DIR"
 
 
@@ -117,7 +117,9 @@ class Sandbox:
             kwargs.update(workdir=workdir, keep_workdir=True)
         box = cls(spec, faults, **kwargs)  # type: ignore[arg-type]
         SECRETS.add(box.password)
-        os.chmod(box.workdir, 0o755)  # the PostgreSQL server runs as an unprivileged user
+        # The PostgreSQL server runs as an unprivileged user and must traverse the directory;
+        # secrets inside it (redis.conf) are 0600.
+        os.chmod(box.workdir, 0o755)  # noqa: S103
         if spec.postgres:
             box.postgres = PostgresServer(spec.postgres, box.workdir, free_port(), box.password)
         if spec.redis:

@@ -66,7 +66,7 @@ class SqlCheck(Section):
     expect: Bounds
     warn: Bounds | None = None
     unit: str = ""
-    cadence: list[Cadence] = Field(default_factory=lambda: ["daily"])
+    cadence: list[Cadence] = Field(default_factory=lambda: list[Cadence](["daily"]))
     category: Category = "health"
     description: str = ""
 
@@ -180,7 +180,7 @@ class PostgresClient:
 
         def run() -> list[tuple[Any, ...]]:
             with conn.cursor() as cur:
-                cur.execute(sql, params)  # type: ignore[arg-type]  # queries come from config
+                cur.execute(sql, params)  # type: ignore[arg-type,unused-ignore]
                 return cur.fetchall() if cur.description else []
 
         try:

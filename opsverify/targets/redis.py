@@ -49,7 +49,7 @@ class ReadOnlyRedis(redis.Redis):
         name = str(args[0]).upper() if args else ""
         if name not in READ_COMMANDS:
             raise WriteRefused(f"refusing Redis {name} from a non-destructive check")
-        return super().execute_command(*args, **options)
+        return super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
 
 
 class RedisClient:
@@ -71,7 +71,7 @@ class RedisClient:
     def call(self, command: str, *args: Any) -> Any:
         """Send one read command; failures to reach the server raise TargetUnavailable."""
         try:
-            return self.redis.execute_command(command, *args)
+            return self.redis.execute_command(command, *args)  # type: ignore[no-untyped-call]
         except redis.exceptions.AuthenticationError:
             raise self._unavailable("authentication failed (check the password)") from None
         except redis.exceptions.ResponseError as exc:
