@@ -5,12 +5,22 @@ from __future__ import annotations
 import shutil
 import signal
 import subprocess
+import time
 from pathlib import Path
+from typing import ClassVar
 
 import psycopg
 from psycopg import sql
 
-from opsverify.sandbox.process import port_open, spawn, stop, unprivileged_user, wait_until
+from opsverify.sandbox.base import SandboxContext
+from opsverify.sandbox.process import (
+    free_port,
+    port_open,
+    spawn,
+    stop,
+    unprivileged_user,
+    wait_until,
+)
 from opsverify.sandbox.spec import PostgresComponent
 
 APP_ROLE = "ts_app"
@@ -29,19 +39,29 @@ def bindir() -> Path | None:
     return versions[-1].parent if versions else None
 
 
+IDLE_SESSIONS = 4
+IDLE_AGE_S = 1.2  # the sandbox environment counts sessions idle over 1 s as stale
+
+
 class PostgresServer:
     """initdb, start, seed, stop. The cluster lives in ``workdir/postgres``."""
 
-    install_hint = "apt-get install postgresql"
+    name: ClassVar[str] = "postgres"
+    install_hint: ClassVar[str] = "apt-get install postgresql"
+    faults: ClassVar[dict[str, str]] = {
+        "db-down": "PostgreSQL is not started: its port refuses connections",
+        "idle-connections": f"the application leaves {IDLE_SESSIONS} sessions idle in PostgreSQL",
+        "stuck-run": "a run has been 'running' for 30 hours",
+    }
 
-    def __init__(self, spec: PostgresComponent, workdir: Path, port: int, password: str) -> None:
+    def __init__(self, spec: PostgresComponent, ctx: SandboxContext) -> None:
         self.spec = spec
-        self.workdir = workdir
-        self.port = port
-        self.password = password
-        self.datadir = workdir / "postgres"
-        self.sockdir = workdir / "pg-socket"
-        self.log = workdir / "postgres.log"
+        self.workdir = ctx.workdir
+        self.port = free_port()
+        self.password = ctx.password
+        self.datadir = ctx.workdir / "postgres"
+        self.sockdir = ctx.workdir / "pg-socket"
+        self.log = ctx.workdir / "postgres.log"
         self.process: subprocess.Popen[bytes] | None = None
         self.user = unprivileged_user()
         self._idle: list[psycopg.Connection[tuple[object, ...]]] = []
@@ -51,6 +71,9 @@ class PostgresServer:
         return (
             f"postgresql://{MONITOR_ROLE}:{self.password}@127.0.0.1:{self.port}/{self.spec.database}"
         )
+
+    def variables(self) -> dict[str, str]:
+        return {"SANDBOX_POSTGRES_DSN": self.dsn}
 
     @property
     def app_dsn(self) -> str:
@@ -136,6 +159,14 @@ class PostgresServer:
                                  "public TO {}").format(sql.Identifier(MONITOR_ROLE)))
 
     # -- faults -----------------------------------------------------------------------
+    def inject(self, faults: frozenset[str]) -> None:
+        if "stuck-run" in faults:
+            self.add_stuck_run()
+        if "idle-connections" in faults:
+            opened = time.monotonic()
+            self.open_idle_sessions(IDLE_SESSIONS)
+            time.sleep(max(0.0, IDLE_AGE_S - (time.monotonic() - opened)))
+
     def open_idle_sessions(self, count: int) -> None:
         """Application sessions left idle, as a leaking connection pool leaves them."""
         for _ in range(count):

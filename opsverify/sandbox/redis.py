@@ -4,28 +4,39 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from pathlib import Path
+from typing import ClassVar
 
 import redis
 
-from opsverify.sandbox.process import port_open, spawn, stop, wait_until
+from opsverify.sandbox.base import SandboxContext
+from opsverify.sandbox.process import free_port, port_open, spawn, stop, wait_until
 from opsverify.sandbox.spec import RedisComponent
 
 
 class RedisServer:
-    install_hint = "apt-get install redis-server"
+    name: ClassVar[str] = "redis"
+    install_hint: ClassVar[str] = "apt-get install redis-server"
+    faults: ClassVar[dict[str, str]] = {
+        "redis-down": "Redis is not started: its port refuses connections",
+    }
 
-    def __init__(self, spec: RedisComponent, workdir: Path, port: int, password: str) -> None:
+    def __init__(self, spec: RedisComponent, ctx: SandboxContext) -> None:
         self.spec = spec
-        self.workdir = workdir
-        self.port = port
-        self.password = password
-        self.log = workdir / "redis.log"
+        self.workdir = ctx.workdir
+        self.port = free_port()
+        self.password = ctx.password
+        self.log = ctx.workdir / "redis.log"
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
+
+    def variables(self) -> dict[str, str]:
+        return {"SANDBOX_REDIS_URL": self.url}
+
+    def inject(self, faults: frozenset[str]) -> None:
+        pass
 
     def prepare(self) -> None:
         if shutil.which("redis-server") is None:

@@ -1,0 +1,59 @@
+"""The sandbox component that runs the demo HTTP service (``demo_app.py``)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from typing import ClassVar
+
+from opsverify.sandbox.base import SandboxContext
+from opsverify.sandbox.process import free_port, port_open, spawn, stop, wait_until
+from opsverify.sandbox.spec import AppComponent
+
+
+class AppServer:
+    """The demo HTTP service in its own Python process."""
+
+    name: ClassVar[str] = "app"
+    install_hint: ClassVar[str] = "pip install -e ."
+    faults: ClassVar[dict[str, str]] = {
+        "app-unhealthy": "the demo service answers /health with 503 and an unhealthy component",
+        "slow-app": "the demo service takes 400 ms to answer every request",
+    }
+
+    def __init__(self, spec: AppComponent, ctx: SandboxContext) -> None:
+        self.spec = spec
+        self.ctx = ctx
+        self.port = free_port()
+        # /health/detailed reports these by TCP reachability, like a real app's dependencies.
+        self.dependencies = {label: ctx.ports[name] for name, label in
+                             (("postgres", "database"), ("redis", "cache")) if name in ctx.ports}
+        self.log = ctx.workdir / "app.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def variables(self) -> dict[str, str]:
+        return {"SANDBOX_APP_URL": self.url}
+
+    def prepare(self) -> None:
+        pass
+
+    def launch(self) -> None:
+        argv = [sys.executable, "-m", "opsverify.sandbox.demo_app", "--port", str(self.port)]
+        argv += [f"--fault={f}" for f in sorted(self.ctx.faults & self.faults.keys())]
+        argv += [f"--dependency={n}={p}" for n, p in sorted(self.dependencies.items())]
+        self.process = spawn(argv, log=self.log)
+
+    def ready(self) -> None:
+        wait_until(lambda: port_open(self.port), timeout_s=15, what="demo app",
+                   process=self.process, log=self.log)
+
+    def inject(self, faults: frozenset[str]) -> None:
+        pass  # the app's faults are passed on its command line
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop(self.process)
