@@ -1,0 +1,162 @@
+"""Shared helpers for opsverify's own tests.
+
+- ``project``: a throw-away opsverify project (the real plugins, the real checks/ when asked)
+  in which ``project.run(...)`` runs pytest in a subprocess, as a user would.
+- ``hung_server``: a TCP socket that accepts and never answers.
+- ``sandbox``: the real sandbox servers (PostgreSQL, Redis, demo app) for one test module.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from opsverify.sandbox.runtime import Sandbox
+from opsverify.sandbox.spec import AppComponent, PostgresComponent, RedisComponent, SandboxSpec
+
+ROOT = Path(__file__).resolve().parent.parent
+PYPROJECT = """
+[tool.pytest.ini_options]
+testpaths = ["checks"]
+addopts = "--strict-markers --import-mode=importlib -p no:cacheprovider"
+junit_family = "xunit1"
+timeout = 120
+"""
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+    duration_s: float
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+@dataclass
+class Project:
+    """A directory laid out like the opsverify repository."""
+
+    path: Path
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    def write(self, relative: str, text: str) -> Path:
+        target = self.path / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+        return target
+
+    def copy_checks(self) -> None:
+        shutil.copytree(ROOT / "checks", self.path / "checks", dirs_exist_ok=True)
+
+    def copy_environment(self, name: str = "sandbox") -> Path:
+        source = ROOT / "environments" / f"{name}.yaml"
+        target = self.path / "environments" / f"{name}.yaml"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(source, target)
+        return target
+
+    @property
+    def reports(self) -> Path:
+        return self.path / "reports"
+
+    def latest(self, env: str = "sandbox") -> Path:
+        return (self.reports / env / "latest").resolve()
+
+    def run(self, *args: str, env: dict[str, str] | None = None, timeout: float = 120,
+            ) -> Result:
+        """``python -m pytest ARGS`` in the project, in a subprocess, like a user."""
+        import os
+        environ = {k: v for k, v in os.environ.items() if not k.startswith(("OPSVERIFY_", "PYTEST_"))}
+        environ.update(self.extra_env)
+        environ.update(env or {})
+        started = time.monotonic()
+        proc = subprocess.run(
+            [sys.executable, "-m", "pytest", "-p", "no:randomly", *args],
+            cwd=self.path, env=environ, capture_output=True, text=True, timeout=timeout,
+        )
+        return Result(proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Project:
+    """An empty opsverify project with the real plugin list and pytest settings.
+
+    Usage: ``project.copy_checks(); project.copy_environment(); project.run("-m", "daily")``
+    """
+    root = tmp_path / "project"
+    root.mkdir()
+    shutil.copy(ROOT / "conftest.py", root / "conftest.py")
+    (root / "pyproject.toml").write_text(PYPROJECT)
+    (root / "checks").mkdir()
+    (root / "environments").mkdir()
+    return Project(root)
+
+
+class HungServer:
+    """Accepts TCP connections and never sends a byte (a wedged server)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port: int = self.sock.getsockname()[1]
+        self.accepted: list[socket.socket] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        self.sock.settimeout(0.1)
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except (TimeoutError, OSError):
+                continue
+            self.accepted.append(conn)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        for conn in self.accepted:
+            conn.close()
+        self.sock.close()
+
+
+@pytest.fixture
+def hung_server() -> Iterator[HungServer]:
+    """A TCP server on 127.0.0.1 that accepts and never answers."""
+    server = HungServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[Sandbox]:
+    """The real sandbox servers, started once for a test module.
+
+    Usage: ``sandbox.variables()["SANDBOX_POSTGRES_DSN"]``
+    """
+    spec = SandboxSpec(postgres=PostgresComponent(), redis=RedisComponent(), app=AppComponent())
+    box = Sandbox.plan(spec, frozenset())
+    box.start()
+    yield box
+    box.stop()
+
+
+def processes_matching(pattern: str) -> list[str]:
+    """Command lines of live (non-zombie) processes matching ``pattern``."""
+    out = subprocess.run(["ps", "-eo", "stat=,args="], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if pattern in line and not line.startswith("Z")]
