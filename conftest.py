@@ -12,4 +12,11 @@ pytest_plugins = [
     "fixtures.http",         # target types: one module each, named as the type
     "fixtures.postgres",
     "fixtures.redis",
+    "fixtures.host",
+    "fixtures.clickhouse",
+    "fixtures.sqlite",
+    "fixtures.prometheus",
+    "fixtures.docker",
+    "fixtures.s3",
+    "fixtures.aws",
 ]

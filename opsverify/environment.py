@@ -173,9 +173,16 @@ def load(
 def _read(choice: EnvironmentChoice) -> tuple[dict[str, Any], dict[Path_, int]]:
     where = _display(choice.path)
     try:
-        text = choice.path.read_text(encoding="utf-8")
+        data = choice.path.read_bytes()
     except OSError as exc:
         raise EnvironmentFileError(f"{where}: cannot read: {exc.strerror}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        bad_line = data.count(b"\n", 0, exc.start) + 1
+        raise EnvironmentFileError(
+            f"{where}:{bad_line}: not UTF-8 text (byte 0x{data[exc.start]:02x}); "
+            "save the file as UTF-8") from None
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         raw = yaml.safe_load(text)
@@ -184,7 +191,7 @@ def _read(choice: EnvironmentChoice) -> tuple[dict[str, Any], dict[Path_, int]]:
         line = f":{mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise EnvironmentFileError(f"{where}{line}: not valid YAML: {problem}") from None
-    lines = _line_map(node) if node is not None else {}
+    lines = _line_map(node, where) if node is not None else {}
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -234,7 +241,9 @@ def _coerce_scalar(text: str) -> Any:
 
 
 def _check_targets(data: dict[str, Any], fail: Any) -> None:
-    """Target types and names first, so the message is about the type, not its keys."""
+    """Target types and names first, so the message is about the type, not its keys;
+    threshold ids with their own key path."""
+    _check_threshold_ids(data.get("thresholds"), ("thresholds",), fail)
     targets = data.get("targets", {})
     if not isinstance(targets, dict):
         raise fail(("targets",), f"expected a mapping of target names, got {_kind(targets)}")
@@ -247,17 +256,28 @@ def _check_targets(data: dict[str, Any], fail: Any) -> None:
         if not isinstance(spec, dict):
             raise fail(("targets", name), f"expected a mapping, got {_kind(spec)}")
         kind = spec.get("type")
-        if kind not in TARGET_TYPES:
+        if not isinstance(kind, str) or kind not in TARGET_TYPES:
             choices = ", ".join(sorted(TARGET_TYPES))
             what = f"{kind!r} is not a target type" if kind else "missing"
             raise fail(("targets", name, "type"), f"{what}; choose one of: {choices}")
-        for key in spec.get("thresholds", {}) or {}:
-            _threshold_id_or_fail(key, ("targets", name, "thresholds", key), fail)
+        _check_threshold_ids(spec.get("thresholds"), ("targets", name, "thresholds"), fail)
+
+
+def _check_threshold_ids(section: Any, path: Path_, fail: Any) -> None:
+    """Each key of a ``thresholds:`` mapping; a wrong type is left to the schema."""
+    if not isinstance(section, dict):
+        return
+    for key in section:
+        if not isinstance(key, str):
+            raise fail((*path, str(key)), f"{key!r} is not a threshold id of the form "
+                                     "<area>.<metric>")
+        _threshold_id_or_fail(key, (*path, key), fail)
 
 
 def _check_threshold_id(key: str) -> None:
     if not re.fullmatch(r"[a-z0-9_]+\.[a-z0-9_]+", key):
-        raise ValueError(f"{key!r} is not a threshold id of the form <area>.<metric>")
+        raise ValueError(f"{key!r} is not a threshold id of the form <area>.<metric> "
+                         "(such as postgres.connections_used_pct)")
 
 
 def _threshold_id_or_fail(key: str, path: Path_, fail: Any) -> None:
@@ -321,14 +341,24 @@ def _model_in(annotation: Any) -> Any:
     return None
 
 
-def _line_map(node: yaml.Node) -> dict[Path_, int]:
+def _line_map(node: yaml.Node, where: str) -> dict[Path_, int]:
+    """The line of every key path; a key given twice is an error (YAML would silently keep
+    the last one: a second ``db:`` would replace the first target)."""
     lines: dict[Path_, int] = {}
 
     def walk(n: yaml.Node, path: Path_) -> None:
         lines[path] = n.start_mark.line + 1
         if isinstance(n, yaml.MappingNode):
+            seen: dict[Any, int] = {}
             for key, child in n.value:
                 sub = (*path, key.value)
+                line = key.start_mark.line + 1
+                if isinstance(key, yaml.ScalarNode) and key.value in seen:
+                    raise EnvironmentFileError(
+                        f"{where}:{line} {_dotted(sub)}: duplicate key (first at line "
+                        f"{seen[key.value]}); give each key once")
+                if isinstance(key, yaml.ScalarNode):
+                    seen[key.value] = line
                 lines[sub] = key.start_mark.line + 1
                 walk(child, sub)
                 lines[sub] = key.start_mark.line + 1
@@ -355,7 +385,8 @@ def _dotted(path: Path_) -> str:
 
 
 def _kind(value: object) -> str:
-    return {list: "a list", str: "a string", int: "a number", float: "a number"}.get(
+    return {list: "a list", str: "a string", int: "a number", float: "a number",
+            dict: "a mapping", bool: "true/false", type(None): "nothing"}.get(
         type(value), type(value).__name__
     )
 

@@ -171,7 +171,13 @@ def _number(value: Any) -> float | None:
         return None
 
 
-def _fmt(value: Any) -> str:
+def fmt_value(value: Any) -> str:
+    """A measured value as a reader wants it: ``812.3``, ``1.1``, ``300``, ``'on'``."""
     if isinstance(value, float):
+        if value.is_integer() and abs(value) < 1e15:
+            return str(int(value))
         return f"{value:.1f}" if abs(value) >= 100 else f"{value:.3g}"
     return repr(value) if isinstance(value, str) else str(value)
+
+
+_fmt = fmt_value

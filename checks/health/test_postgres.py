@@ -1,10 +1,15 @@
-"""PostgreSQL health: the runbook's ``psql -c "SELECT 1"`` and its declared queries."""
+"""PostgreSQL health: the runbook's ``psql -c "SELECT 1"``, version, primary/replica role,
+replication, and its declared queries."""
 
 import pytest
 
 from opsverify.evidence import EvidenceLog
-from opsverify.targets.postgres import PostgresClient, SqlCheck
+from opsverify.targets.postgres import PostgresClient, SqlCheck, version_num
 from opsverify.thresholds import Threshold
+
+MiB = 1024 * 1024
+LAG_S = Threshold(warn=30, crit=300)
+LAG_BYTES = Threshold(warn=16 * MiB, crit=256 * MiB)  # one WAL segment warns
 
 
 @pytest.mark.daily
@@ -15,6 +20,60 @@ def test_accepts_queries(postgres: PostgresClient, evidence: EvidenceLog) -> Non
     evidence.expect("session read-only", postgres.scalar("SHOW transaction_read_only"),
                     equals="on")
     evidence.note("server_version", postgres.scalar("SHOW server_version"))
+
+
+@pytest.mark.daily
+@pytest.mark.deploy_gate
+def test_server_version(postgres: PostgresClient, postgres_min_version: str,
+                        evidence: EvidenceLog) -> None:
+    """The server runs at least the declared ``min_version``."""
+    version, number = postgres.server_version()
+    evidence.note("server_version", version)
+    evidence.expect("server_version_num", number, at_least=version_num(postgres_min_version),
+                    source=evidence.source_of("targets", postgres.name, "min_version"))
+
+
+@pytest.mark.daily
+@pytest.mark.deploy_gate
+def test_role(postgres: PostgresClient, postgres_role: str, evidence: EvidenceLog) -> None:
+    """The server is the primary or the replica it is declared to be (pg_is_in_recovery)."""
+    in_recovery = postgres.is_in_recovery()
+    evidence.note("pg_is_in_recovery()", in_recovery)
+    evidence.expect("role", "replica" if in_recovery else "primary", equals=postgres_role,
+                    source=evidence.source_of("targets", postgres.name, "role"))
+
+
+@pytest.mark.daily
+def test_replicas_streaming(postgres: PostgresClient, postgres_expect_replicas: int,
+                            evidence: EvidenceLog) -> None:
+    """At least ``expect_replicas`` standbys stream from this server, and the furthest
+    behind replays within the lag thresholds."""
+    replicas = postgres.replicas()
+    for replica in replicas:
+        evidence.note("replica", replica.describe())
+    streaming = [r for r in replicas if r.state == "streaming"]
+    evidence.expect("streaming replicas", len(streaming), at_least=postgres_expect_replicas,
+                    source=evidence.source_of("targets", postgres.name, "expect_replicas"))
+    if streaming:
+        evidence.within("postgres.replication_lag_s", max(r.lag_s for r in streaming),
+                        unit="s", default=LAG_S)
+        evidence.within("postgres.replication_lag_bytes",
+                        max(r.lag_bytes for r in streaming), unit="B", default=LAG_BYTES)
+
+
+@pytest.mark.daily
+def test_wal_receiver_streaming(postgres: PostgresClient, postgres_replica: str,
+                                evidence: EvidenceLog) -> None:
+    """A replica receives WAL from its primary right now, and replays what it received
+    within the lag thresholds."""
+    receiver = postgres.wal_receiver()
+    if receiver.sender:
+        evidence.note("primary", receiver.sender)
+    evidence.expect("WAL receiver status", receiver.status, equals="streaming",
+                    source=evidence.source_of("targets", postgres.name, "role"))
+    evidence.within("postgres.replication_lag_s", receiver.lag_s, unit="s", default=LAG_S)
+    evidence.within("postgres.replication_lag_bytes", receiver.lag_bytes, unit="B",
+                    default=LAG_BYTES)
 
 
 def test_sql_check(postgres: PostgresClient, sql_check: SqlCheck, evidence: EvidenceLog) -> None:

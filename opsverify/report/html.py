@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from html import escape
 
+from opsverify.evidence import fmt_value
 from opsverify.report.summary import RunSummary
 
 COLOURS = {"FAIL": "#c62828", "ERROR": "#6a1b9a", "WARN": "#ef6c00", "WAIVED": "#546e7a",
@@ -68,7 +69,9 @@ def evidence_block(lines: list[str]) -> str:
 
 def _line(m: dict[str, object]) -> str:
     unit = f" {m['unit']}" if m.get("unit") else ""
-    text = f"{m.get('target')}: {m.get('name')} = {m.get('value')}{unit}"
+    value = m.get("value")
+    shown = value if isinstance(value, str) else fmt_value(value)
+    text = f"{m.get('target')}: {m.get('name')} = {shown}{unit}"
     if m.get("expected"):
         text += f", expected {m['expected']}"
     if m.get("source"):

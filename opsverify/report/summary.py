@@ -36,7 +36,13 @@ class CheckResult:
 
     @classmethod
     def from_reports(cls, nodeid: str, reports: list[Any]) -> CheckResult:
-        props = [(str(k), v) for r in reports for k, v in r.user_properties]
+        # A property recorded in one phase is carried by the later reports of the same
+        # test (the teardown report brings them to JUnit): count each once.
+        props: list[tuple[str, object]] = []
+        for r in reports:
+            for k, v in r.user_properties:
+                if (str(k), v) not in props:
+                    props.append((str(k), v))
         labels = {str(v) for k, v in props if k == "outcome"}
         by_when = {r.when: r for r in reports}
         outcome = _classify(by_when, labels)
@@ -49,6 +55,9 @@ class CheckResult:
             if r.outcome in ("failed", "skipped") and r.longreprtext:
                 message = _message(r)
                 break
+        waiver = next((str(v) for k, v in props if k == "waiver"), "")
+        if waiver:
+            message = f"{waiver}\n{message}".strip()
         return cls(
             nodeid=nodeid,
             outcome=outcome,

@@ -19,6 +19,9 @@ class AppServer:
     faults: ClassVar[dict[str, str]] = {
         "app-unhealthy": "the demo service answers /health with 503 and an unhealthy component",
         "slow-app": "the demo service takes 400 ms to answer every request",
+        "redirect-broken": "the demo service answers /docs with 404 instead of redirecting "
+                           "to /docs/ (a lost rewrite rule)",
+        "metrics-disabled": "the demo service answers /metrics with 404 (exporter switched off)",
     }
 
     def __init__(self, spec: AppComponent, ctx: SandboxContext) -> None:

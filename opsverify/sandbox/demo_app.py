@@ -2,7 +2,8 @@
 
 ``/health`` answers liveness, ``/health/detailed`` checks its real dependencies (TCP to the
 sandbox PostgreSQL and Redis) per component like the ERPFTS runbook, ``/metrics`` speaks the
-Prometheus text format. Run as ``python -m opsverify.sandbox.demo_app --port N``.
+Prometheus text format, ``/docs`` redirects to ``/docs/`` as FastAPI behind a proxy does.
+Run as ``python -m opsverify.sandbox.demo_app --port N``.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ class Handler(BaseHTTPRequestHandler):
             time.sleep(0.4)
         path = self.path.split("?", 1)[0]
         routes = {"/health": self._health, "/health/detailed": self._detailed,
-                  "/metrics": self._metrics, "/": self._root}
+                  "/metrics": self._metrics, "/": self._root, "/docs": self._docs_redirect,
+                  "/docs/": self._docs}
         handler = routes.get(path)
         status = handler() if handler else self._send_json(404, {"detail": "Not Found"})
         REQUESTS.labels(path if handler else "other", str(status)).inc()
@@ -69,7 +71,27 @@ class Handler(BaseHTTPRequestHandler):
         body = {"status": "healthy" if overall else "degraded", "components": components}
         return self._send_json(200 if overall else 503, body)
 
+    def _docs_redirect(self) -> int:
+        if "redirect-broken" in self.server.faults:
+            return self._send_json(404, {"detail": "Not Found"})  # the rewrite rule is gone
+        self.send_response(301)
+        self.send_header("Location", "/docs/")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+        return 301
+
+    def _docs(self) -> int:
+        payload = b"<!doctype html><title>ts-forecast-api</title><h1>API documentation</h1>\n"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+        return 200
+
     def _metrics(self) -> int:
+        if "metrics-disabled" in self.server.faults:
+            return self._send_json(404, {"detail": "Not Found"})  # exporter switched off
         payload = generate_latest(REGISTRY)
         self.send_response(200)
         self.send_header("Content-Type", CONTENT_TYPE_LATEST)

@@ -25,13 +25,15 @@ from opsverify.sandbox.spec import PostgresComponent
 
 APP_ROLE = "ts_app"
 MONITOR_ROLE = "opsverify"
+REPLICATION_ROLE = "replicator"  # what the sandbox replica streams as (postgres_replica.py)
 
 
 def bindir() -> Path | None:
     """The newest installed PostgreSQL server binaries, or ``None``."""
     found = shutil.which("pg_ctl")
-    if found and Path(found).with_name("initdb").exists():
-        return Path(found).parent
+    # Resolved: a symlink in /usr/local/bin would hide pg_basebackup and the other tools.
+    if found and Path(found).resolve().with_name("initdb").exists():
+        return Path(found).resolve().parent
     versions = sorted(
         Path("/usr/lib/postgresql").glob("*/bin/initdb"),
         key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0,
@@ -141,6 +143,10 @@ class PostgresServer:
         with self._admin() as conn:
             # Role passwords must not land in the statement log.
             conn.execute("SET log_statement = 'none'")
+            # First, so that a replica can clone this server while the rest is seeded.
+            # initdb's pg_hba.conf already admits replication from 127.0.0.1 with a password.
+            conn.execute(sql.SQL("CREATE ROLE {} REPLICATION LOGIN PASSWORD {}").format(
+                sql.Identifier(REPLICATION_ROLE), sql.Literal(self.password)))
             for role in (APP_ROLE, MONITOR_ROLE):
                 conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
                     sql.Identifier(role), sql.Literal(self.password)))

@@ -14,10 +14,14 @@ from opsverify.sandbox.spec import RedisComponent
 
 
 class RedisServer:
+    """A master with RDB snapshots on (``save 3600 1``) and no append-only file."""
+
     name: ClassVar[str] = "redis"
     install_hint: ClassVar[str] = "apt-get install redis-server"
     faults: ClassVar[dict[str, str]] = {
         "redis-down": "Redis is not started: its port refuses connections",
+        "redis-bgsave-failed": "Redis's data directory disappears under it (a lost volume): "
+                               "BGSAVE fails, and Redis refuses writes",
     }
 
     def __init__(self, spec: RedisComponent, ctx: SandboxContext) -> None:
@@ -26,6 +30,7 @@ class RedisServer:
         self.port = free_port()
         self.password = ctx.password
         self.log = ctx.workdir / "redis.log"
+        self.datadir = ctx.workdir / "redis"
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -36,18 +41,36 @@ class RedisServer:
         return {"SANDBOX_REDIS_URL": self.url}
 
     def inject(self, faults: frozenset[str]) -> None:
-        pass
+        if "redis-bgsave-failed" in faults:
+            self.lose_data_directory()
+
+    def lose_data_directory(self) -> None:
+        """Remove the directory Redis saves into, write, and let a real BGSAVE fail."""
+        shutil.rmtree(self.datadir)
+        client = redis.Redis.from_url(self.url, socket_timeout=5)
+        try:
+            client.set("forecast:cache:latest", "unsaved")
+            client.bgsave()
+
+            def failed() -> bool:
+                info = client.info("persistence")
+                return (not info["rdb_bgsave_in_progress"]
+                        and info["rdb_last_bgsave_status"] == "err")
+
+            wait_until(failed, timeout_s=10, what="the failed BGSAVE", process=self.process,
+                       log=self.log)
+        finally:
+            client.close()
 
     def prepare(self) -> None:
         if shutil.which("redis-server") is None:
             raise FileNotFoundError(f"redis-server not found ({self.install_hint})")
-        datadir = self.workdir / "redis"
-        datadir.mkdir()
+        self.datadir.mkdir()
         config = self.workdir / "redis.conf"
         # The password goes in a file, not argv, where `ps` would show it.
         config.write_text(
             f"port {self.port}\nbind 127.0.0.1\nrequirepass {self.password}\n"
-            f"dir {datadir}\ndbfilename dump.rdb\nsave \"\"\nappendonly no\n"
+            f"dir {self.datadir}\ndbfilename dump.rdb\nsave 3600 1\nappendonly no\n"
             "daemonize no\nprotected-mode yes\n"
         )
         config.chmod(0o600)

@@ -25,16 +25,30 @@ from typing import Any
 
 from opsverify.sandbox.app import AppServer
 from opsverify.sandbox.base import Component, SandboxContext
+from opsverify.sandbox.clickhouse import ClickHouseServer
+from opsverify.sandbox.docker import DockerEngine
+from opsverify.sandbox.moto import MotoServer
 from opsverify.sandbox.postgres import PostgresServer
+from opsverify.sandbox.postgres_replica import PostgresReplicaServer
+from opsverify.sandbox.prometheus import PrometheusServer
 from opsverify.sandbox.redis import RedisServer
 from opsverify.sandbox.spec import SandboxSpec
+from opsverify.sandbox.sqlite import SqliteFile
+from opsverify.sandbox.sshd import SshServer
 from opsverify.secrets import SECRETS
 
 # In start order of dependencies: a component may use the ports of those before it.
 COMPONENTS: dict[str, Callable[[Any, SandboxContext], Component]] = {
     "postgres": PostgresServer,
+    "postgres_replica": PostgresReplicaServer,  # cloned from postgres: after it
     "redis": RedisServer,
+    "sshd": SshServer,  # exports the ports of postgres and redis: after them
     "app": AppServer,
+    "clickhouse": ClickHouseServer,
+    "sqlite": SqliteFile,
+    "prometheus": PrometheusServer,  # scrapes the app: after it
+    "docker": DockerEngine,
+    "moto": MotoServer,
 }
 FAULTS: dict[str, str] = {
     name: what for cls in COMPONENTS.values() for name, what in cls.faults.items()  # type: ignore[attr-defined]

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Any
+
+from pydantic import Field, model_validator
 
 from opsverify.targets.base import Section
 
 
 class PostgresComponent(Section):
+    database: str = Field(default="ts_forecast_system", pattern=r"^[a-z_][a-z0-9_]*$")
+
+
+class PostgresReplicaComponent(Section):
+    """A streaming replica of ``postgres``, cloned with ``pg_basebackup -R``."""
+
+    # The database its DSN names: always the primary's (SandboxSpec fills it in).
     database: str = Field(default="ts_forecast_system", pattern=r"^[a-z_][a-z0-9_]*$")
 
 
@@ -19,7 +28,60 @@ class AppComponent(Section):
     """The demo HTTP service: /health, /health/detailed, /metrics."""
 
 
+class PrometheusComponent(Section):
+    """Debian's prometheus, scraping the demo service and itself every second."""
+
+
+class ClickHouseComponent(Section):
+    """Debian's clickhouse-server, HTTP interface only, seeded like gogooku3."""
+
+    database: str = Field(default="gogooku3", pattern=r"^[a-z_][a-z0-9_]*$")
+
+
+class SqliteComponent(Section):
+    """A seeded SQLite file like ERPFTS's erpfts.db (documents, chunks)."""
+
+    file: str = Field(default="erpfts.db", pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+
+
+class DockerComponent(Section):
+    """A private dockerd (no bridge, no iptables) with gogooku3-like busybox containers."""
+
+
+class MotoComponent(Section):
+    """The moto server: S3 and AWS APIs (ECS, ELBv2, CloudWatch, Logs) in one process."""
+
+    region: str = Field(default="eu-west-1", pattern=r"^[a-z0-9-]+$")
+    bucket: str = Field(default="gogooku3-data", pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+class SshdComponent(Section):
+    """sshd on 127.0.0.1 with a generated, verified host key, and a service for host checks."""
+
+
 class SandboxSpec(Section):
     postgres: PostgresComponent | None = None
+    postgres_replica: PostgresReplicaComponent | None = None
     redis: RedisComponent | None = None
     app: AppComponent | None = None
+    clickhouse: ClickHouseComponent | None = None
+    sqlite: SqliteComponent | None = None
+    prometheus: PrometheusComponent | None = None
+    docker: DockerComponent | None = None
+    moto: MotoComponent | None = None
+    sshd: SshdComponent | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _replica_follows_primary(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or data.get("postgres_replica") is None:
+            return data
+        primary = data.get("postgres")
+        if primary is None:
+            raise ValueError("postgres_replica needs postgres, the primary it is cloned from")
+        replica = data["postgres_replica"]
+        database = (primary.get("database") if isinstance(primary, dict)
+                    else getattr(primary, "database", None))
+        if isinstance(replica, dict) and database is not None:
+            data = {**data, "postgres_replica": {**replica, "database": database}}
+        return data

@@ -10,17 +10,36 @@ from typing import Annotated
 
 from pydantic import Field
 
+from opsverify.targets.aws import AwsTarget
 from opsverify.targets.base import TargetSpec
+from opsverify.targets.clickhouse import ClickHouseTarget
+from opsverify.targets.docker import DockerTarget
+from opsverify.targets.host import HostTarget
 from opsverify.targets.http import HttpTarget
 from opsverify.targets.postgres import PostgresTarget
+from opsverify.targets.prometheus import PrometheusTarget
 from opsverify.targets.redis import RedisTarget
+from opsverify.targets.s3 import S3Target
+from opsverify.targets.sqlite import SqliteTarget
 
 TARGET_TYPES: dict[str, type[TargetSpec]] = {
     "http": HttpTarget,
     "postgres": PostgresTarget,
     "redis": RedisTarget,
+    "host": HostTarget,
+    "clickhouse": ClickHouseTarget,
+    "sqlite": SqliteTarget,
+    "prometheus": PrometheusTarget,
+    "docker": DockerTarget,
+    "s3": S3Target,
+    "aws": AwsTarget,
 }
 
-AnyTarget = Annotated[HttpTarget | PostgresTarget | RedisTarget, Field(discriminator="type")]
+AnyTarget = Annotated[
+    HttpTarget | PostgresTarget | RedisTarget | HostTarget | PrometheusTarget | ClickHouseTarget
+    | SqliteTarget | DockerTarget
+    | S3Target | AwsTarget,
+    Field(discriminator="type"),
+]
 
 __all__ = ["TARGET_TYPES", "AnyTarget", "TargetSpec"]

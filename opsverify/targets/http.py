@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from typing import Any, Literal
 from urllib.parse import urljoin, urlsplit
 
@@ -13,8 +15,10 @@ from pydantic import Field, field_validator
 
 from opsverify.errors import TargetUnavailable, WriteRefused
 from opsverify.targets.base import Deadline, Section, TargetSpec
+from opsverify.targets.postgres import Cadence, Category
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 USER_AGENT = "opsverify/0.1"
 
 
@@ -26,6 +30,45 @@ class HealthProbe(Section):
     # Dotted JSON paths to expected values; ``*`` matches every key or item at that level:
     # {status: healthy, "components.*.status": healthy}
     expect_json: dict[str, Any] = Field(default_factory=dict)
+    # One request's response time, judged as threshold http.response_ms (this is its default).
+    max_ms: float | None = Field(default=None, gt=0)
+
+
+class RedirectProbe(Section):
+    """``{path: /docs, to: /docs/, status: 301}``: ``path`` must redirect to ``to``."""
+
+    path: str
+    to: str  # a path on the same target, or an absolute URL
+    status: int | None = None  # any of 301, 302, 303, 307, 308 when left out
+
+    @field_validator("status")
+    @classmethod
+    def _redirect_status(cls, value: int | None) -> int | None:
+        if value is not None and value not in REDIRECT_STATUSES:
+            choices = ", ".join(map(str, sorted(REDIRECT_STATUSES)))
+            raise ValueError(f"expected a redirect status: {choices}")
+        return value
+
+
+class HttpCheck(Section):
+    """A runbook's ``curl`` with what its answer must contain; markers from the declaration."""
+
+    name: str = Field(pattern=r"^[a-z0-9_]+$")
+    path: str = "/"
+    expect_status: int = 200
+    expect_json: dict[str, Any] = Field(default_factory=dict)  # as in health probes
+    expect_body_contains: list[str] = Field(default_factory=list)
+    # Header name (any case) -> expected value; ``*`` and ``?`` are wildcards.
+    expect_header: dict[str, str] = Field(default_factory=dict)
+    max_ms: float | None = Field(default=None, gt=0)
+    cadence: list[Cadence] = Field(default_factory=lambda: list[Cadence](["daily"]))
+    category: Category = "health"
+    description: str = ""
+
+    @field_validator("cadence", "expect_body_contains", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
 
 
 class LatencyProbe(Section):
@@ -41,6 +84,8 @@ class HttpTarget(TargetSpec):
     verify_tls: bool | str = True  # True, False, or a CA bundle path
     health: list[HealthProbe] = Field(default_factory=list)
     latency: LatencyProbe | None = None
+    redirects: list[RedirectProbe] = Field(default_factory=list)
+    http_checks: list[HttpCheck] = Field(default_factory=list)
 
     @field_validator("url")
     @classmethod
@@ -50,10 +95,19 @@ class HttpTarget(TargetSpec):
             raise ValueError("expected an http:// or https:// URL")
         return value
 
-    @field_validator("health", mode="before")
+    @field_validator("health", "redirects", mode="before")
     @classmethod
     def _one_or_many(cls, value: Any) -> Any:
         return [value] if isinstance(value, dict) else value
+
+    @field_validator("http_checks")
+    @classmethod
+    def _unique_names(cls, value: list[HttpCheck]) -> list[HttpCheck]:
+        names = [check.name for check in value]
+        doubles = sorted({n for n in names if names.count(n) > 1})
+        if doubles:
+            raise ValueError(f"http_checks names must be unique: {', '.join(doubles)}")
+        return value
 
     def address(self) -> str:
         parts = urlsplit(self.url)
@@ -68,12 +122,20 @@ class HttpResponse:
     elapsed_ms: float
     body: bytes
     content_type: str
+    # Lower-case header names; several values of one header are joined with ", ".
+    headers: Mapping[str, str] = field(default_factory=dict)
 
     def json(self) -> Any:
         try:
             return json.loads(self.body)
         except ValueError:
             return None
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name.lower())
+
+    def text(self) -> str:
+        return self.body.decode("utf-8", errors="replace")
 
 
 class ReadOnlySession(requests.Session):
@@ -100,9 +162,14 @@ class HttpClient:
         self.session.headers["User-Agent"] = USER_AGENT
         self.session.verify = spec.verify_tls
 
+    def url_for(self, path: str) -> str:
+        """``path`` under the target's URL (``https://host/api`` + ``/health``)."""
+        return urljoin(self.spec.url.rstrip("/") + "/", path.lstrip("/"))
+
     def get(self, path: str) -> HttpResponse:
-        """GET ``path``; an unreachable or slow target raises :class:`TargetUnavailable`."""
-        url = urljoin(self.spec.url.rstrip("/") + "/", path.lstrip("/"))
+        """GET ``path`` without following redirects; an unreachable or slow target raises
+        :class:`TargetUnavailable`."""
+        url = self.url_for(path)
         deadline = Deadline.start(self.timeout_s)
         started = time.perf_counter()
         try:
@@ -121,6 +188,7 @@ class HttpClient:
                     elapsed,
                     bytes(body),
                     response.headers.get("Content-Type", ""),
+                    {k.lower(): v for k, v in response.headers.items()},
                 )
         except requests.exceptions.ConnectTimeout:
             raise self._unavailable(f"connect timed out after {self.timeout_s:g} s") from None
@@ -130,6 +198,21 @@ class HttpClient:
             raise self._unavailable(f"TLS verification failed: {_reason(exc)}") from None
         except requests.exceptions.ConnectionError as exc:
             raise self._unavailable(f"cannot connect: {_reason(exc)}") from None
+
+    def redirect_target(self, path: str, location: str | None) -> str | None:
+        """Where a ``Location`` answered for ``path`` points, shown as a path when it stays
+        on this target (the target's URL may be a secret), else as the absolute URL."""
+        if location is None:
+            return None
+        return self.shown(urljoin(self.url_for(path), location))
+
+    def shown(self, url_or_path: str) -> str:
+        """A URL as evidence shows it: relative to the target when it is on the target."""
+        absolute = urljoin(self.url_for("/"), url_or_path)
+        there = urlsplit(absolute)
+        if _origin(absolute) != _origin(self.spec.url):
+            return absolute
+        return there.path + (f"?{there.query}" if there.query else "")
 
     def reachable(self) -> None:
         """One request to prove the target answers HTTP at all (any status will do)."""
@@ -174,6 +257,17 @@ def json_path(document: Any, dotted: str) -> list[tuple[str, Any]]:
                 step.append((here, MISSING))
         results = step
     return results
+
+
+def _origin(url: str) -> tuple[str, str, int]:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    return scheme, (parts.hostname or "").lower(), parts.port or (443 if scheme == "https" else 80)
+
+
+def header_matches(actual: str | None, pattern: str) -> bool:
+    """Header values compare exactly, with ``*`` and ``?`` as wildcards."""
+    return actual is not None and fnmatchcase(actual, pattern)
 
 
 class _Missing:

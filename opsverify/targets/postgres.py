@@ -79,10 +79,32 @@ class SqlCheck(Section):
 class PostgresTarget(TargetSpec):
     type: Literal["postgres"]
     dsn: str
+    # What pg_is_in_recovery() must say; a replica also gets its WAL receiver checked.
     role: Literal["primary", "replica"] | None = None
+    # ``14`` or ``"14.10"`` (quoted: YAML reads 14.10 as the number 14.1).
+    min_version: int | str | None = None
+    # Streaming replicas this server must feed (pg_stat_replication), lag judged by
+    # thresholds postgres.replication_lag_s and postgres.replication_lag_bytes.
+    expect_replicas: int | None = Field(default=None, ge=0)
     # A client session idle longer than this counts as stale (runbook: 1 hour).
     idle_session_max_age_s: float = Field(default=3600, gt=0)
     sql_checks: list[SqlCheck] = Field(default_factory=list)
+
+    @field_validator("min_version", mode="before")
+    @classmethod
+    def _version(cls, value: Any) -> Any:
+        if isinstance(value, float):
+            raise ValueError("quote a version with a minor number, e.g. '14.10' "
+                             "(YAML reads 14.10 as the number 14.1)")
+        if isinstance(value, str) and not re.fullmatch(r"\d+(\.\d+){0,2}", value.strip()):
+            raise ValueError("expected a version such as 14 or '14.10'")
+        return value
+
+    def min_version_num(self) -> int | None:
+        """``min_version`` as ``server_version_num`` counts it: 14 -> 140000, '9.6' -> 90600."""
+        if self.min_version is None:
+            return None
+        return version_num(str(self.min_version))
 
     @field_validator("dsn")
     @classmethod
@@ -106,6 +128,41 @@ class PostgresTarget(TargetSpec):
     def password(self) -> str | None:
         value = conninfo_to_dict(self.dsn).get("password")
         return None if value is None else str(value)
+
+
+def version_num(version: str) -> int:
+    """``'14.10'`` -> 140010, ``'15'`` -> 150000, ``'9.6.3'`` -> 90603 (before 10, two
+    numbers made the major version)."""
+    parts = [int(p) for p in version.strip().split(".")] + [0, 0]
+    if parts[0] >= 10:
+        return parts[0] * 10000 + parts[1]
+    return parts[0] * 10000 + parts[1] * 100 + parts[2]
+
+
+@dataclass(frozen=True)
+class Replica:
+    """A row of pg_stat_replication: one standby fed by this server."""
+
+    name: str
+    client: str
+    state: str
+    lag_s: float
+    lag_bytes: float
+
+    def describe(self) -> str:
+        return (f"{self.name} from {self.client}: {self.state}, "
+                f"replay lag {self.lag_s:.1f} s / {self.lag_bytes:.0f} B")
+
+
+@dataclass(frozen=True)
+class WalReceiver:
+    """A standby's view of its primary: receiver status and how far replay is behind."""
+
+    in_recovery: bool
+    status: str  # pg_stat_wal_receiver.status, or "not running" when there is no receiver
+    sender: str
+    lag_s: float
+    lag_bytes: float
 
 
 @dataclass(frozen=True)
@@ -204,6 +261,50 @@ class PostgresClient:
 
     def is_in_recovery(self) -> bool:
         return bool(self.scalar("SELECT pg_is_in_recovery()"))
+
+    def server_version(self) -> tuple[str, int]:
+        """``('15.13 (Debian 15.13-0+deb12u1)', 150013)``."""
+        row = self.query("SELECT current_setting('server_version'), "
+                         "current_setting('server_version_num')::int")[0]
+        return str(row[0]), int(row[1])
+
+    def replicas(self) -> list[Replica]:
+        """The standbys this server feeds. Lag in bytes is measured from this server's own
+        position (its received position when it is itself a cascading standby); a standby
+        that has replayed everything has no replay_lag, which counts as 0 s."""
+        rows = self.query(
+            """
+            SELECT coalesce(nullif(application_name, ''), 'pid ' || pid),
+                   coalesce(host(client_addr), 'local'), coalesce(state, 'unknown'),
+                   coalesce(extract(epoch FROM replay_lag), 0)::float8,
+                   coalesce(pg_wal_lsn_diff(
+                       CASE WHEN pg_is_in_recovery() THEN pg_last_wal_receive_lsn()
+                            ELSE pg_current_wal_lsn() END, replay_lsn), 0)::float8
+            FROM pg_stat_replication ORDER BY 1
+            """
+        )
+        return [Replica(*row) for row in rows]
+
+    def wal_receiver(self) -> WalReceiver:
+        """How this standby follows its primary. Time lag is 0 when everything received is
+        replayed (an idle primary sends nothing, which is not lag)."""
+        row = self.query(
+            """
+            SELECT pg_is_in_recovery(),
+                   coalesce((SELECT status FROM pg_stat_wal_receiver), 'not running'),
+                   coalesce((SELECT sender_host || ':' || sender_port
+                             FROM pg_stat_wal_receiver), ''),
+                   CASE WHEN pg_last_wal_receive_lsn() IS NULL
+                          OR pg_last_wal_receive_lsn() <= pg_last_wal_replay_lsn() THEN 0
+                        ELSE coalesce(extract(epoch FROM
+                                      now() - pg_last_xact_replay_timestamp()), 0)
+                   END::float8,
+                   coalesce(pg_wal_lsn_diff(pg_last_wal_receive_lsn(),
+                                            pg_last_wal_replay_lsn()), 0)::float8
+            """
+        )[0]
+        return WalReceiver(bool(row[0]), str(row[1]), str(row[2]), float(row[3]),
+                           max(0.0, float(row[4])))
 
     def stale_idle_sessions(self, max_age_s: float) -> list[Session]:
         """Client sessions idle longer than ``max_age_s``, other than opsverify's own."""

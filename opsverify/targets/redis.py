@@ -2,26 +2,53 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import redis
-from pydantic import field_validator
+from pydantic import field_validator, model_validator
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from opsverify.errors import TargetUnavailable, WriteRefused
-from opsverify.targets.base import TargetSpec
+from opsverify.targets.base import Section, TargetSpec
 
 READ_COMMANDS = frozenset({
     "PING", "INFO", "DBSIZE", "LASTSAVE", "ROLE", "TIME", "GET", "EXISTS", "TTL", "PTTL",
-    "TYPE", "SCAN", "STRLEN", "LLEN", "SCARD", "HLEN", "ZCARD", "MEMORY", "SLOWLOG",
+    "TYPE", "SCAN", "STRLEN", "LLEN", "SCARD", "HLEN", "ZCARD", "MEMORY", "SLOWLOG", "CONFIG",
 })
+# Commands whose subcommands differ in kind: only these subcommands are reads
+# (CONFIG SET, SLOWLOG RESET and MEMORY PURGE change the server).
+READ_SUBCOMMANDS: dict[str, frozenset[str]] = {
+    "CONFIG": frozenset({"GET"}),
+    "SLOWLOG": frozenset({"GET", "LEN"}),
+    "MEMORY": frozenset({"USAGE", "STATS", "DOCTOR"}),
+}
+
+
+class Persistence(Section):
+    """Which persistence the server must have on: ``{rdb: true, aof: false}``."""
+
+    rdb: bool | None = None  # RDB snapshots: CONFIG GET save is not empty
+    aof: bool | None = None  # append-only file: CONFIG GET appendonly is yes
+
+    @model_validator(mode="after")
+    def _something(self) -> Persistence:
+        if self.rdb is None and self.aof is None:
+            raise ValueError("give rdb, aof or both")
+        return self
+
+    def declared(self) -> list[tuple[str, bool]]:
+        return [(mode, value) for mode, value in (("rdb", self.rdb), ("aof", self.aof))
+                if value is not None]
 
 
 class RedisTarget(TargetSpec):
     type: Literal["redis"]
     url: str  # redis://[:password@]host:port/db, rediss:// for TLS
+    role: Literal["master", "replica"] | None = None
+    persistence: Persistence | None = None
 
     @field_validator("url")
     @classmethod
@@ -46,10 +73,28 @@ class ReadOnlyRedis(redis.Redis):
     """redis-py, with every command outside :data:`READ_COMMANDS` refused before sending."""
 
     def execute_command(self, *args: Any, **options: Any) -> Any:
-        name = str(args[0]).upper() if args else ""
+        # redis-py sends some commands as one string ("CONFIG GET"), others as two words.
+        words = [str(a).upper() for a in args[:2]]
+        words = (words[0].split() if words else []) + words[1:]
+        name = words[0] if words else ""
         if name not in READ_COMMANDS:
             raise WriteRefused(f"refusing Redis {name} from a non-destructive check")
+        allowed = READ_SUBCOMMANDS.get(name)
+        if allowed is not None and (len(words) < 2 or words[1] not in allowed):
+            sub = words[1] if len(words) > 1 else ""
+            raise WriteRefused(f"refusing Redis {name} {sub} from a non-destructive check "
+                               f"(read-only: {', '.join(f'{name} {s}' for s in sorted(allowed))})")
         return super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+
+
+@dataclass(frozen=True)
+class Replication:
+    """INFO replication, as a role check reads it."""
+
+    role: str  # master | replica
+    master: str  # host:port of its master, for a replica
+    link_status: str  # up | down, for a replica
+    connected_replicas: int
 
 
 class RedisClient:
@@ -84,17 +129,65 @@ class RedisClient:
             raise self._unavailable(_cause(exc)) from None
 
     def ping(self) -> bool:
-        return bool(self.call("PING"))
+        return self.ping_reply() == "PONG"
+
+    def ping_reply(self) -> str:
+        """``PONG``, or the error the server answered instead: a master whose snapshots
+        fail answers ``MISCONF ...`` even to PING (stop-writes-on-bgsave-error)."""
+        try:
+            reply = self.call("PING")
+        except redis.exceptions.ResponseError as exc:
+            return str(exc).split(". ")[0]
+        return "PONG" if reply is True else _text(reply)
+
+    def reachable(self) -> None:
+        """Prove the server answers and accepts our credentials; an error reply to PING
+        is an answer (its meaning is for the checks to judge)."""
+        self.ping_reply()
 
     def info(self, section: str) -> dict[str, Any]:
         result = self.call("INFO", section)
         return dict(result)
+
+    def replication(self) -> Replication:
+        info = self.info("replication")
+        role = str(info.get("role", "unknown"))
+        master = f"{info['master_host']}:{info['master_port']}" if "master_host" in info else ""
+        return Replication(
+            "replica" if role == "slave" else role, master,
+            str(info.get("master_link_status", "")), int(info.get("connected_slaves", 0)),
+        )
+
+    def config_get(self, parameter: str) -> str:
+        """One configuration value. A server that refuses CONFIG (ACL, renamed command)
+        cannot be evaluated: that raises :class:`TargetUnavailable` saying what to grant."""
+        try:
+            result = self.call("CONFIG GET", parameter)
+        except redis.exceptions.ResponseError as exc:
+            raise self._unavailable(
+                f"CONFIG GET {parameter} refused ({str(exc).split(chr(10))[0][:80]}); "
+                "allow +config|get for the monitoring user") from None
+        pairs = result.items() if isinstance(result, dict) else zip(
+            result[::2], result[1::2], strict=True)
+        values = {_text(k): _text(v) for k, v in pairs}
+        if parameter not in values:
+            raise self._unavailable(f"CONFIG GET {parameter}: the server has no such setting")
+        return values[parameter]
+
+    def server_time(self) -> float:
+        """The server's clock (TIME), so ages do not depend on ours."""
+        seconds, micros = self.call("TIME")
+        return float(seconds) + float(micros) / 1e6
 
     def close(self) -> None:
         self.redis.close()
 
     def _unavailable(self, cause: str) -> TargetUnavailable:
         return TargetUnavailable(self.name, f"redis {self.spec.address()}", cause)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _cause(exc: Exception) -> str:

@@ -1,0 +1,48 @@
+"""S3 health: the runbooks' ``mc ls gogooku`` and ``aws s3 ls``: the bucket answers, lists,
+and holds what the environment says it holds."""
+
+import pytest
+
+from opsverify.evidence import EvidenceLog
+from opsverify.targets.s3 import S3Client
+
+
+@pytest.mark.daily
+@pytest.mark.deploy_gate
+def test_bucket_reachable(s3: S3Client, evidence: EvidenceLog) -> None:
+    """HEAD on the bucket answers 200: it exists and these credentials may use it."""
+    head = s3.head_bucket()
+    evidence.expect("HeadBucket status", head.status, equals=200,
+                    source=evidence.source_of("targets", s3.name, "bucket"))
+    if head.error:
+        evidence.note("error", head.error)
+    if head.region:
+        evidence.note("bucket region", head.region)
+
+
+@pytest.mark.daily
+def test_bucket_listable(s3: S3Client, evidence: EvidenceLog) -> None:
+    """ListObjectsV2 on the bucket succeeds; the number of keys read is the evidence."""
+    listing = s3.list_objects(max_keys=s3.spec.list_sample)
+    evidence.expect("ListObjectsV2", listing.error or "ok", equals="ok")
+    if listing.error:
+        return
+    evidence.note("objects sampled", listing.count, unit="objects")
+    evidence.note("more beyond the sample", listing.truncated)
+    if listing.sample:
+        evidence.note("first keys", ", ".join(listing.sample))
+
+
+@pytest.mark.daily
+def test_prefix_present(s3: S3Client, s3_prefix: str, evidence: EvidenceLog) -> None:
+    """A prefix the environment declares holds at least one object."""
+    listing = s3.list_objects(s3_prefix, max_keys=1)
+    where = evidence.source_of("targets", s3.name, "expect_prefixes",
+                               s3.spec.expect_prefixes.index(s3_prefix))
+    evidence.expect("ListObjectsV2", listing.error or "ok", equals="ok")
+    if listing.error:
+        return
+    evidence.expect(f"objects under {s3_prefix}", listing.count, at_least=1, unit="objects",
+                    source=where)
+    if listing.sample:
+        evidence.note("first key", listing.sample[0])

@@ -1,0 +1,270 @@
+"""The moto server: S3 and the AWS APIs (ECS, ELBv2, CloudWatch, Logs, EC2, STS) on one
+local port, seeded like the gogooku3 MinIO bucket and the T-Developer Fargate service.
+
+What moto simulates, and so what the faults can show (verified against moto 5.2):
+
+- ECS: a new service reports ``runningCount`` from ``MOTO_ECS_SERVICE_RUNNING`` (set to 1
+  here, the rest pending); ``UpdateService`` sets ``runningCount`` to the desired count. So a
+  healthy service is created and then updated, and ``ecs-degraded`` re-creates it.
+- ELBv2: a registered target is always ``healthy`` unless it is an EC2 instance that is
+  stopped (``unused``, ``Target.InvalidState``); moto runs no health checks, so
+  ``alb-target-stopped`` stops an instance.
+- CloudWatch: a new alarm is ``OK``; ``SetAlarmState`` changes it.
+- Logs: ``FilterLogEvents`` honours the time window, pagination and plain-term patterns such
+  as ``ERROR`` (case-sensitive); it does not implement ``?A ?B`` alternatives.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import signal
+import subprocess
+import sys
+import time
+from typing import Any, ClassVar
+
+import boto3
+import requests
+from botocore.config import Config
+
+from opsverify.sandbox.base import SandboxContext
+from opsverify.sandbox.process import free_port, port_open, spawn, stop, wait_until
+from opsverify.sandbox.spec import MotoComponent
+
+ACCESS_KEY_ID = "AKIAOPSVERIFYSANDBOX"
+IMAGE = "ami-0a1b2c3d4e5f60718"  # any id: moto does not check that the image exists
+CLUSTER = "t-developer-cluster"
+SERVICE = "t-developer-service"
+TASK_FAMILY = "t-developer"
+TARGET_GROUP = "t-developer-tg"
+LOAD_BALANCER = "t-developer-alb"
+LOG_GROUP = "/ecs/t-developer"
+LOG_STREAM = "t-developer-service/api/0f3c2a"
+ALARM_PREFIX = "t-developer-"
+ALARMS = {  # name -> (metric, namespace, threshold)
+    "t-developer-5xx": ("HTTPCode_Target_5XX_Count", "AWS/ApplicationELB", 10.0),
+    "t-developer-cpu-high": ("CPUUtilization", "AWS/ECS", 70.0),
+    "t-developer-memory-high": ("MemoryUtilization", "AWS/ECS", 80.0),
+    "t-developer-low-traffic": ("RequestCount", "AWS/ApplicationELB", 1.0),
+}
+KNOWN_FIRING = "t-developer-low-traffic"  # in ALARM on purpose; the environment allows it
+OBJECTS = (
+    "backups/latest.tar.gz", "backups/data_20250107.tar.gz", "backups/data_20250108.tar.gz",
+    "datasets/prices/2025-01.parquet", "datasets/prices/2025-02.parquet",
+    "datasets/features/v3.parquet", "models/lgbm/2025-02-01.pkl",
+)
+SEED_ERRORS = 3
+FAULT_ERRORS = 60
+
+
+class MotoServer:
+    """``python -m moto.server`` on 127.0.0.1; all state lives in its memory."""
+
+    name: ClassVar[str] = "moto"
+    install_hint: ClassVar[str] = "pip install 'moto[server]'"
+    faults: ClassVar[dict[str, str]] = {
+        "moto-down": "the moto server (S3 and AWS APIs) is not started: its port refuses "
+                     "connections",
+        "s3-prefix-missing": "every object under datasets/ is gone from the sandbox bucket",
+        "ecs-degraded": f"the ECS service {SERVICE} runs 1 of its 2 desired tasks",
+        "alb-target-stopped": f"an instance behind the ALB target group {TARGET_GROUP} is "
+                              "stopped, so its target is not healthy",
+        "alarm-firing": "the CloudWatch alarm t-developer-5xx is in ALARM",
+        "log-errors": f"{FAULT_ERRORS} ERROR events land in the log group {LOG_GROUP}",
+    }
+
+    def __init__(self, spec: MotoComponent, ctx: SandboxContext) -> None:
+        self.spec = spec
+        self.port = free_port()
+        self.secret_access_key = ctx.password
+        self.log = ctx.workdir / "moto.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        self._instances: list[str] = []
+        self._network: tuple[list[str], str] = ([], "")  # subnets, security group
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def variables(self) -> dict[str, str]:
+        return {
+            "SANDBOX_AWS_ENDPOINT": self.endpoint,
+            "SANDBOX_AWS_ACCESS_KEY_ID": ACCESS_KEY_ID,
+            "SANDBOX_AWS_SECRET_ACCESS_KEY": self.secret_access_key,
+        }
+
+    def prepare(self) -> None:
+        # moto.server needs the [server] extra (flask, flask-cors) besides moto itself.
+        for module in ("moto", "flask", "flask_cors"):
+            if importlib.util.find_spec(module) is None:
+                raise FileNotFoundError(f"the moto server is not installed ({self.install_hint})")
+
+    def launch(self) -> None:
+        # A new ECS service reports one running task (see the module docstring); moto's
+        # catalogue of public AMIs costs seconds at every reset and is not needed.
+        self.process = spawn(
+            ["env", "MOTO_ECS_SERVICE_RUNNING=1", "MOTO_EC2_LOAD_DEFAULT_AMIS=false",
+             sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            log=self.log,
+        )
+
+    def ready(self) -> None:
+        wait_until(self._answers, timeout_s=30, what="moto server", process=self.process,
+                   log=self.log)
+        self.seed()
+
+    def stop(self) -> None:
+        if self.process is not None:
+            # All state is in memory and meant to be lost; a clean exit only costs seconds
+            # of interpreter teardown.
+            stop(self.process, signal.SIGKILL)
+
+    def client(self, service: str) -> Any:
+        """A write-capable boto3 client, for seeding and faults only."""
+        return boto3.client(
+            service, endpoint_url=self.endpoint, region_name=self.spec.region,
+            aws_access_key_id=ACCESS_KEY_ID, aws_secret_access_key=self.secret_access_key,
+            config=Config(connect_timeout=5, read_timeout=30,
+                          retries={"total_max_attempts": 1},
+                          s3={"addressing_style": "path"}),
+        )
+
+    def reset(self) -> None:
+        """Forget every resource and seed again: a healthy sandbox, for the suite's tests."""
+        requests.post(f"{self.endpoint}/moto-api/reset", timeout=10).raise_for_status()
+        self.seed()
+
+    def _answers(self) -> bool:
+        if not port_open(self.port):
+            return False
+        try:
+            return requests.get(f"{self.endpoint}/moto-api/data.json", timeout=2).ok
+        except requests.RequestException:
+            return False
+
+    # -- seed --------------------------------------------------------------------------
+    def seed(self) -> None:
+        self._seed_s3()
+        subnets, group, vpc = self._seed_network()
+        self._seed_ecs(subnets, group)
+        self._seed_alb(subnets, group, vpc)
+        self._seed_alarms()
+        self._seed_logs()
+
+    def _seed_s3(self) -> None:
+        s3 = self.client("s3")
+        config = ({} if self.spec.region == "us-east-1" else
+                  {"CreateBucketConfiguration": {"LocationConstraint": self.spec.region}})
+        s3.create_bucket(Bucket=self.spec.bucket, **config)
+        for key in OBJECTS:
+            s3.put_object(Bucket=self.spec.bucket, Key=key, Body=f"{key}\n".encode())
+
+    def _seed_network(self) -> tuple[list[str], str, str]:
+        ec2 = self.client("ec2")
+        vpc = ec2.create_vpc(CidrBlock="10.20.0.0/16")["Vpc"]["VpcId"]
+        zones = [z["ZoneName"] for z in ec2.describe_availability_zones()["AvailabilityZones"]]
+        subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.20.{i}.0/24",
+                                     AvailabilityZone=zone)["Subnet"]["SubnetId"]
+                   for i, zone in enumerate(zones[:2])]
+        group = ec2.create_security_group(GroupName="t-developer-service",
+                                          Description="T-Developer service",
+                                          VpcId=vpc)["GroupId"]
+        return subnets, group, vpc
+
+    def _seed_ecs(self, subnets: list[str], group: str) -> None:
+        ecs = self.client("ecs")
+        ecs.create_cluster(clusterName=CLUSTER)
+        ecs.register_task_definition(
+            family=TASK_FAMILY, requiresCompatibilities=["FARGATE"], networkMode="awsvpc",
+            cpu="512", memory="1024",
+            containerDefinitions=[{"name": "api", "image": "t-developer/api:2025.02",
+                                   "essential": True, "portMappings": [{"containerPort": 8000}]}],
+        )
+        self._network = (subnets, group)
+        # Created at 1 task (its deployment COMPLETED), then scaled to 2: moto reports the
+        # desired count as running once a service has been updated.
+        self._create_service(desired=1)
+        ecs.update_service(cluster=CLUSTER, service=SERVICE, desiredCount=2)
+
+    def _create_service(self, desired: int) -> None:
+        subnets, group = self._network
+        self.client("ecs").create_service(
+            cluster=CLUSTER, serviceName=SERVICE, taskDefinition=TASK_FAMILY,
+            desiredCount=desired,
+            launchType="FARGATE",
+            networkConfiguration={"awsvpcConfiguration": {"subnets": subnets,
+                                                          "securityGroups": [group]}},
+        )
+
+    def _seed_alb(self, subnets: list[str], group: str, vpc: str) -> None:
+        ec2, elb = self.client("ec2"), self.client("elbv2")
+        reservation = ec2.run_instances(ImageId=IMAGE, MinCount=2, MaxCount=2,
+                                        InstanceType="t3.small", SubnetId=subnets[0])
+        self._instances = [i["InstanceId"] for i in reservation["Instances"]]
+        balancer = elb.create_load_balancer(Name=LOAD_BALANCER, Subnets=subnets,
+                                            SecurityGroups=[group], Scheme="internal",
+                                            Type="application")["LoadBalancers"][0]
+        target_group = elb.create_target_group(
+            Name=TARGET_GROUP, Protocol="HTTP", Port=8000, VpcId=vpc, TargetType="instance",
+            HealthCheckPath="/health")["TargetGroups"][0]["TargetGroupArn"]
+        elb.create_listener(LoadBalancerArn=balancer["LoadBalancerArn"], Protocol="HTTP",
+                            Port=80, DefaultActions=[{"Type": "forward",
+                                                      "TargetGroupArn": target_group}])
+        elb.register_targets(TargetGroupArn=target_group,
+                             Targets=[{"Id": i, "Port": 8000} for i in self._instances])
+
+    def _seed_alarms(self) -> None:
+        cloudwatch = self.client("cloudwatch")
+        for name, (metric, namespace, threshold) in ALARMS.items():
+            below = name == KNOWN_FIRING
+            cloudwatch.put_metric_alarm(
+                AlarmName=name, MetricName=metric, Namespace=namespace, Statistic="Sum"
+                if metric.endswith("Count") else "Average", Period=300, EvaluationPeriods=1,
+                Threshold=threshold,
+                ComparisonOperator="LessThanThreshold" if below else "GreaterThanThreshold",
+            )
+        cloudwatch.set_alarm_state(
+            AlarmName=KNOWN_FIRING, StateValue="ALARM",
+            StateReason="Threshold Crossed: 1 datapoint [0.0] was less than the threshold (1.0)")
+
+    def _seed_logs(self) -> None:
+        logs = self.client("logs")
+        logs.create_log_group(logGroupName=LOG_GROUP)
+        logs.create_log_stream(logGroupName=LOG_GROUP, logStreamName=LOG_STREAM)
+        now = int(time.time() * 1000)
+        # Errors from two days ago, outside a 24 h window (one batch may not span 24 h).
+        self._put_events([(now - 2 * 86_400_000 + i * 1000, f"ERROR pipeline timeout #{i}")
+                          for i in range(10)])
+        self._put_events([(now - 3_600_000 + i * 60_000,
+                           f"ERROR generation failed project={i}" if i % 7 == 3 else
+                           f"INFO GET /health 200 {12 + i} ms")
+                          for i in range(7 * SEED_ERRORS)])
+
+    def _put_events(self, events: list[tuple[int, str]]) -> None:
+        self.client("logs").put_log_events(
+            logGroupName=LOG_GROUP, logStreamName=LOG_STREAM,
+            logEvents=[{"timestamp": ts, "message": text} for ts, text in events])
+
+    # -- faults ------------------------------------------------------------------------
+    def inject(self, faults: frozenset[str]) -> None:
+        if "s3-prefix-missing" in faults:
+            s3 = self.client("s3")
+            for key in OBJECTS:
+                if key.startswith("datasets/"):
+                    s3.delete_object(Bucket=self.spec.bucket, Key=key)
+        if "ecs-degraded" in faults:
+            ecs = self.client("ecs")
+            ecs.delete_service(cluster=CLUSTER, service=SERVICE, force=True)
+            self._create_service(desired=2)  # 1 running (rollout IN_PROGRESS), 1 pending
+        if "alb-target-stopped" in faults:
+            self.client("ec2").stop_instances(InstanceIds=self._instances[:1])
+        if "alarm-firing" in faults:
+            self.client("cloudwatch").set_alarm_state(
+                AlarmName="t-developer-5xx", StateValue="ALARM",
+                StateReason="Threshold Crossed: 1 datapoint [57.0] was greater than the "
+                            "threshold (10.0)")
+        if "log-errors" in faults:
+            now = int(time.time() * 1000)
+            self._put_events([(now - (FAULT_ERRORS - i) * 1000,
+                               f"ERROR pipeline stage failed: upstream timeout (request {i})")
+                              for i in range(FAULT_ERRORS)])

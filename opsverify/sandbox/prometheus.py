@@ -1,0 +1,180 @@
+"""A throw-away Prometheus (Debian's ``prometheus``) scraping the demo service every second.
+
+Its rules are the runbook's (service down for 2 m, 5xx rate) plus an always-firing
+``Watchdog`` that the sandbox environment allows, as kube-prometheus ships one. Prometheus
+applies discovered targets on a fixed 5 s tick, so the first scrape, and with it a settled
+state, comes about 5 s after start; :meth:`PrometheusServer.ready` waits for it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+from typing import Any, ClassVar
+
+import requests
+import yaml
+
+from opsverify.sandbox.base import SandboxContext
+from opsverify.sandbox.process import free_port, port_open, spawn, stop, wait_until
+from opsverify.sandbox.spec import PrometheusComponent
+
+APP_JOB = "ts-forecast-api"
+DEAD_JOB = "ts-forecast-worker"
+FAULT_ALERT = "InjectedFault"
+WATCHDOG = "Watchdog"
+SETTLE_S = 30  # first scrape is due ~5 s after start; a loaded machine gets slack
+
+
+class PrometheusServer:
+    name: ClassVar[str] = "prometheus"
+    install_hint: ClassVar[str] = "apt-get install prometheus"
+    faults: ClassVar[dict[str, str]] = {
+        "prometheus-down": "Prometheus is not started: its port refuses connections",
+        "prometheus-not-ready": "Prometheus hangs replaying its write-ahead log: "
+                                "/-/ready answers 503",
+        "alert-firing": f"an alert rule ({FAULT_ALERT}) fires in Prometheus",
+        "scrape-target-unreachable": f"Prometheus scrapes a job ({DEAD_JOB}) whose port is closed",
+    }
+
+    def __init__(self, spec: PrometheusComponent, ctx: SandboxContext) -> None:
+        self.spec = spec
+        self.ctx = ctx
+        self.port = free_port()
+        # Chosen now and never bound: the scrape-target-unreachable job's connection is refused.
+        self.dead_port = free_port()
+        self.app_port = ctx.ports.get("app")
+        self.config = ctx.workdir / "prometheus.yml"
+        self.rules = ctx.workdir / "prometheus-rules.yml"
+        self.storage = ctx.workdir / "prometheus"
+        self.log = ctx.workdir / "prometheus.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def variables(self) -> dict[str, str]:
+        return {"SANDBOX_PROMETHEUS_URL": self.url}
+
+    @property
+    def _faults(self) -> frozenset[str]:
+        return self.ctx.faults & self.faults.keys()
+
+    def prepare(self) -> None:
+        if shutil.which("prometheus") is None:
+            raise FileNotFoundError(f"prometheus not found ({self.install_hint})")
+        self.storage.mkdir(exist_ok=True)
+        if "prometheus-not-ready" in self._faults:
+            # A write-ahead log segment that never ends: the TSDB replay blocks on reading
+            # it, so the server answers /-/healthy but never becomes ready.
+            (self.storage / "wal").mkdir()
+            os.mkfifo(self.storage / "wal" / "00000000")
+        self.config.write_text(yaml.safe_dump(self._config(), sort_keys=False))
+        self.rules.write_text(yaml.safe_dump(self._rules(), sort_keys=False))
+
+    def _config(self) -> dict[str, Any]:
+        jobs = {"prometheus": self.port}
+        if self.app_port is not None:
+            jobs[APP_JOB] = self.app_port
+        if "scrape-target-unreachable" in self._faults:
+            jobs[DEAD_JOB] = self.dead_port
+        return {
+            "global": {"scrape_interval": "1s", "scrape_timeout": "1s",
+                       "evaluation_interval": "1s"},
+            "rule_files": [str(self.rules)],
+            "scrape_configs": [
+                {"job_name": job, "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}
+                for job, port in jobs.items()
+            ],
+        }
+
+    def _rules(self) -> dict[str, Any]:
+        rules: list[dict[str, Any]] = [
+            {"alert": WATCHDOG, "expr": "vector(1)",
+             "labels": {"severity": "none"},
+             "annotations": {"summary": "always firing: proves rule evaluation works"}},
+            {"alert": "ServiceDown", "expr": "up == 0", "for": "2m",
+             "labels": {"severity": "critical"},
+             "annotations": {"summary": "{{ $labels.job }} {{ $labels.instance }} is down"}},
+            {"alert": "HighErrorRate",
+             "expr": 'sum(rate(http_requests_total{status=~"5.."}[5m]))'
+                     " / sum(rate(http_requests_total[5m])) > 0.05",
+             "for": "5m", "labels": {"severity": "warning"},
+             "annotations": {"summary": "more than 5 % of API requests fail"}},
+        ]
+        if "alert-firing" in self._faults:
+            rules.append({"alert": FAULT_ALERT, "expr": "vector(1)", "for": "0s",
+                          "labels": {"severity": "critical", "service": APP_JOB},
+                          "annotations": {"summary": "injected by --sandbox-fault alert-firing"}})
+        return {"groups": [{"name": "ts-forecast", "rules": rules}]}
+
+    def launch(self) -> None:
+        binary = shutil.which("prometheus")
+        assert binary is not None
+        self.process = spawn([
+            binary,
+            f"--config.file={self.config}",
+            f"--storage.tsdb.path={self.storage}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+        ], log=self.log)
+
+    def ready(self) -> None:
+        """Wait until the server is ready, every target has been scraped once and the
+        Watchdog fires: the checks then see a settled state, not a starting one."""
+        wait_until(lambda: port_open(self.port), timeout_s=15, what="prometheus",
+                   process=self.process, log=self.log)
+        if "prometheus-not-ready" in self._faults:
+            wait_until(lambda: self._status("/-/healthy") == 200, timeout_s=15,
+                       what="prometheus /-/healthy", process=self.process, log=self.log)
+            return
+        wait_until(self._settled, timeout_s=SETTLE_S, what="prometheus first scrape",
+                   process=self.process, log=self.log)
+
+    def inject(self, faults: frozenset[str]) -> None:
+        # The faults are in the configuration from the start; wait until they show.
+        if "alert-firing" in faults:
+            wait_until(lambda: FAULT_ALERT in self._firing(), timeout_s=SETTLE_S,
+                       what=f"prometheus alert {FAULT_ALERT}", process=self.process, log=self.log)
+        if "scrape-target-unreachable" in faults:
+            wait_until(lambda: self._health().get(DEAD_JOB) == "down", timeout_s=SETTLE_S,
+                       what=f"prometheus target {DEAD_JOB} down", process=self.process,
+                       log=self.log)
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        # A server blocked reading its log cannot shut down cleanly: do not wait for it.
+        blocked = "prometheus-not-ready" in self._faults
+        stop(self.process, sig=signal.SIGKILL if blocked else signal.SIGTERM)
+
+    # -- probes used while starting ------------------------------------------------------
+    def _settled(self) -> bool:
+        health = self._health()
+        return (self._status("/-/ready") == 200 and bool(health)
+                and "unknown" not in health.values() and WATCHDOG in self._firing())
+
+    def _status(self, path: str) -> int:
+        try:
+            return requests.get(self.url + path, timeout=1).status_code
+        except requests.RequestException:
+            return 0
+
+    def _api(self, path: str) -> dict[str, Any]:
+        try:
+            answer = requests.get(self.url + path, timeout=1)
+            data = answer.json().get("data") if answer.status_code == 200 else None
+        except (requests.RequestException, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _health(self) -> dict[str, str]:
+        """Job -> health of its (single) target."""
+        return {str(t["labels"]["job"]): str(t["health"])
+                for t in self._api("/api/v1/targets?state=active").get("activeTargets", [])}
+
+    def _firing(self) -> set[str]:
+        return {str(a["labels"]["alertname"]) for a in self._api("/api/v1/alerts")
+                .get("alerts", []) if a.get("state") == "firing"}

@@ -1,0 +1,214 @@
+"""ClickHouse targets: the ``clickhouse`` section and a client over the HTTP interface.
+
+Read-only is enforced on the server's side: every request is a GET, which ClickHouse runs
+with ``readonly`` set (writes, DDL and ``readonly`` itself are refused). ``readonly=1`` is not
+sent as a URL setting: under GET, ClickHouse 18.16 refuses any change of ``readonly`` (Code
+164), and a monitoring user whose profile is already read-only refuses every other setting,
+so the deadline is the client's own (connect, read and the whole answer). On our side only
+single SELECT/SHOW/EXISTS/DESCRIBE statements leave the client. Credentials travel in the
+``X-ClickHouse-User``/``X-ClickHouse-Key`` headers, never in a URL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import requests
+from pydantic import Field, field_validator
+
+from opsverify.errors import TargetUnavailable, WriteRefused
+from opsverify.targets.base import Deadline, TargetSpec
+from opsverify.targets.http import USER_AGENT, ReadOnlySession
+
+READ_ONLY_VERBS = frozenset({"select", "show", "exists", "describe", "desc", "with"})
+# UNKNOWN_USER, WRONG_PASSWORD, REQUIRED_PASSWORD, IP_ADDRESS_NOT_ALLOWED, AUTHENTICATION_FAILED
+AUTH_CODES = frozenset({192, 193, 194, 195, 516})
+_CODE = re.compile(r"Code: (\d+)[.,] (?:e\.displayText\(\) = )?(?:DB::Exception: )?(.*)")
+
+
+class ClickHouseTarget(TargetSpec):
+    type: Literal["clickhouse"]
+    url: str  # the HTTP interface: http://host:8123 or https://host:8443
+    user: str = "default"
+    password: str = ""
+    verify_tls: bool | str = True  # True, False, or a CA bundle path
+    # Databases that must exist, each with the tables it must hold: {gogooku3: [prices]}
+    databases: dict[str, list[str]] = Field(default_factory=dict)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("expected the HTTP interface's URL, such as http://host:8123")
+        if parts.username or parts.password:
+            raise ValueError("credentials do not belong in the URL; use user: and password:")
+        return value
+
+    def address(self) -> str:
+        parts = urlsplit(self.url)
+        return f"{parts.hostname}:{parts.port or (8443 if parts.scheme == 'https' else 8123)}"
+
+    def secrets(self) -> list[str]:
+        return [self.password]
+
+
+@dataclass(frozen=True)
+class Database:
+    """A database declared in a target, with the tables it must hold."""
+
+    name: str
+    tables: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    body: bytes
+    elapsed_ms: float
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", errors="replace")
+
+
+class QueryRefused(TargetUnavailable):
+    """The server answered a query with an error other than authentication (quota, load,
+    a proxy in front of it): a check of the query itself judges this, others cannot run."""
+
+
+class ClickHouseClient:
+    """One ClickHouse target over HTTP GET, with connect, read and whole-answer deadlines."""
+
+    def __init__(self, name: str, spec: ClickHouseTarget, timeout_s: float) -> None:
+        self.name = name
+        self.spec = spec
+        self.timeout_s = timeout_s
+        self.base = spec.url.rstrip("/") + "/"
+        self.session = ReadOnlySession()
+        self.session.verify = spec.verify_tls
+        self.session.headers["User-Agent"] = USER_AGENT
+        self.session.headers["X-ClickHouse-User"] = spec.user
+        if spec.password:
+            self.session.headers["X-ClickHouse-Key"] = spec.password
+
+    def ping(self) -> Answer:
+        """``GET /ping``: ClickHouse answers ``Ok.`` without authentication."""
+        return self._get("ping", {})
+
+    def authenticate(self) -> None:
+        """Prove the server reachable and the credentials accepted. A query refused for
+        another reason (quota, load) is left for the checks to judge."""
+        with contextlib.suppress(QueryRefused):
+            self.query("SELECT 1")
+
+    def query(self, sql: str) -> list[list[Any]]:
+        """The rows of one read statement; a refused query raises :class:`QueryRefused`."""
+        refuse_writes(sql)
+        answer = self._get("", {"query": sql, "default_format": "JSONCompact"})
+        if answer.status == 200:
+            try:
+                rows = json.loads(answer.body)["data"]
+            except (ValueError, KeyError, TypeError):
+                raise self._refused(f"answer to {sql!r} is not ClickHouse JSON") from None
+            return list(rows)
+        code, message = _error(answer)
+        if answer.status in (401, 403) or code in AUTH_CODES:
+            raise self._unavailable(
+                f"authentication failed for user {self.spec.user!r}: {message}")
+        raise self._refused(message)
+
+    def scalar(self, sql: str) -> Any:
+        rows = self.query(sql)
+        if len(rows) != 1 or len(rows[0]) != 1:
+            raise ValueError(f"{self.name}: expected one value from {sql!r}, "
+                             f"got {len(rows)} row(s)")
+        return rows[0][0]
+
+    def tables(self, database: str) -> set[str] | None:
+        """The tables of ``database``, or ``None`` if it does not exist."""
+        name = literal(database)
+        if int(self.scalar(f"SELECT count() FROM system.databases WHERE name = {name}")) == 0:
+            return None
+        rows = self.query(f"SELECT name FROM system.tables WHERE database = {name}")
+        return {str(row[0]) for row in rows}
+
+    def close(self) -> None:
+        self.session.close()
+
+    def _get(self, path: str, params: dict[str, str]) -> Answer:
+        deadline = Deadline.start(self.timeout_s)
+        started = time.perf_counter()
+        try:
+            with self.session.get(
+                self.base + path, params=params, stream=True, allow_redirects=False,
+                timeout=(self.timeout_s, self.timeout_s),
+            ) as response:
+                body = bytearray()
+                for chunk in response.iter_content(chunk_size=65536):
+                    body += chunk
+                    if deadline.expired():
+                        raise self._unavailable(f"answer not complete after {self.timeout_s:g} s")
+                elapsed = (time.perf_counter() - started) * 1000
+                return Answer(response.status_code, bytes(body), elapsed)
+        except requests.exceptions.ConnectTimeout:
+            raise self._unavailable(f"connect timed out after {self.timeout_s:g} s") from None
+        except (requests.exceptions.ReadTimeout, requests.exceptions.Timeout):
+            raise self._unavailable(f"no answer within {self.timeout_s:g} s") from None
+        except requests.exceptions.SSLError:
+            raise self._unavailable("TLS verification failed") from None
+        except requests.exceptions.ConnectionError as exc:
+            raise self._unavailable(f"cannot connect: {_reason(exc)}") from None
+
+    def _unavailable(self, cause: str) -> TargetUnavailable:
+        return TargetUnavailable(self.name, f"clickhouse {self.spec.address()}", cause)
+
+    def _refused(self, cause: str) -> QueryRefused:
+        return QueryRefused(self.name, f"clickhouse {self.spec.address()}", cause)
+
+
+def refuse_writes(sql: str) -> None:
+    """Client-side guard: only single read statements leave the client."""
+    text = sql.strip().rstrip(";").strip()
+    verb = text.split(None, 1)[0].lower() if text else ""
+    if verb not in READ_ONLY_VERBS:
+        raise WriteRefused(
+            f"refusing to send {verb.upper() or 'an empty statement'} to ClickHouse from a "
+            "non-destructive check (read-only: SELECT, SHOW, EXISTS, DESCRIBE, WITH)"
+        )
+    if ";" in text:
+        raise WriteRefused("refusing to send several statements from a non-destructive check")
+
+
+def literal(value: str) -> str:
+    """A ClickHouse string literal (no query parameters before 19.x, so quote by hand)."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _error(answer: Answer) -> tuple[int | None, str]:
+    """ClickHouse's ``Code: N, ... DB::Exception: message`` in one line, or the HTTP status."""
+    lines = [line.strip() for line in answer.text.splitlines() if line.strip()]
+    first = lines[0] if lines else ""
+    match = _CODE.search(first)
+    if match is None:
+        return None, f"HTTP {answer.status}" + (f": {first[:160]}" if first else "")
+    message = re.sub(r", e\.what\(\) = .*$| \(version [^)]*\)$", "", match.group(2)).strip()
+    return int(match.group(1)), f"Code {match.group(1)}: {message[:240]}"
+
+
+def _reason(exc: Exception) -> str:
+    """The innermost cause of a requests error, without the URL."""
+    text = str(exc)
+    for marker, reason in (("Connection refused", "connection refused"),
+                           ("Name or service not known", "name or service not known"),
+                           ("Connection reset", "connection reset"),
+                           ("Remote end closed", "remote end closed the connection")):
+        if marker in text:
+            return reason
+    return type(exc).__name__

@@ -1,0 +1,277 @@
+"""Docker targets: the ``docker`` section and a client that can only inspect the engine.
+
+The runbook's ``docker ps``: declared containers exist, run, are healthy and do not keep
+restarting. The client speaks the Engine API through the docker SDK; anything but GET and
+HEAD is refused before it leaves the process, and every call is bounded by ``timeout_s``
+as a whole (connect, read, and a watchdog for servers that answer too slowly).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit
+
+import docker
+import requests
+from docker.errors import APIError, DockerException, NotFound
+from pydantic import Field, field_validator
+
+from opsverify.errors import TargetUnavailable, WriteRefused
+from opsverify.targets.base import Section, TargetSpec
+
+READ_METHODS = frozenset({"GET", "HEAD"})
+GLOB_CHARACTERS = frozenset("*?[")
+HEALTH_OUTPUT_CHARS = 300
+T = TypeVar("T")
+
+
+class ContainerExpectation(Section):
+    """What one declared container (or ``name-*`` pattern) must look like.
+
+    ``health``: ``healthy`` requires a HEALTHCHECK that passes; ``none`` means the container
+    has no HEALTHCHECK and its health is not checked; unset, a HEALTHCHECK must pass when the
+    container has one. ``max_restarts`` overrides the ``docker.restart_count`` threshold.
+    """
+
+    health: Literal["healthy", "none"] | None = None
+    max_restarts: int | None = Field(default=None, ge=0)
+
+
+@dataclass(frozen=True)
+class DeclaredContainer:
+    """One entry of ``containers:``, as the checks receive it."""
+
+    name: str
+    health: Literal["healthy", "none"] | None
+    max_restarts: int | None
+
+    @property
+    def is_pattern(self) -> bool:
+        return bool(GLOB_CHARACTERS & set(self.name))
+
+
+class DockerTarget(TargetSpec):
+    type: Literal["docker"]
+    url: str  # unix:///var/run/docker.sock or tcp://127.0.0.1:2375
+    containers: dict[str, ContainerExpectation] = Field(default_factory=dict)
+
+    @field_validator("url")
+    @classmethod
+    def _engine_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme == "unix" and parts.path and not parts.netloc:
+            return value
+        if parts.scheme == "tcp" and parts.hostname and not parts.path.strip("/"):
+            return value
+        raise ValueError("expected unix:///path/to/docker.sock or tcp://host:port")
+
+    @field_validator("containers", mode="before")
+    @classmethod
+    def _list_or_mapping(cls, value: Any) -> Any:
+        # `containers: [a, b]` declares names with the default expectations.
+        if isinstance(value, list):
+            return {str(name): {} for name in value}
+        if isinstance(value, dict):
+            return {name: {} if spec is None else spec for name, spec in value.items()}
+        return value
+
+    def address(self) -> str:
+        parts = urlsplit(self.url)
+        if parts.scheme == "unix":
+            return f"unix://{parts.path}"
+        return f"{parts.hostname}:{parts.port or 2375}"
+
+    def declared(self) -> list[DeclaredContainer]:
+        return [DeclaredContainer(name, spec.health, spec.max_restarts)
+                for name, spec in self.containers.items()]
+
+
+@dataclass(frozen=True)
+class ContainerState:
+    """What ``docker inspect`` says about one container, as the checks need it."""
+
+    name: str
+    id: str
+    image: str
+    status: str  # created, running, restarting, paused, exited, dead
+    exit_code: int
+    error: str
+    oom_killed: bool
+    started_at: str
+    finished_at: str
+    restart_count: int
+    restart_policy: str
+    health: str | None  # None without a HEALTHCHECK; else starting, healthy, unhealthy
+    failing_streak: int
+    last_health_output: str | None
+    last_health_exit: int | None
+
+    @classmethod
+    def from_inspect(cls, data: dict[str, Any]) -> ContainerState:
+        state = data.get("State") or {}
+        health = state.get("Health") or None
+        log = (health or {}).get("Log") or []
+        last = log[-1] if log else {}
+        policy = ((data.get("HostConfig") or {}).get("RestartPolicy") or {}).get("Name") or "no"
+        output = last.get("Output")
+        return cls(
+            name=str(data.get("Name", "")).lstrip("/"),
+            id=str(data.get("Id", ""))[:12],
+            image=str((data.get("Config") or {}).get("Image", "")),
+            status=str(state.get("Status", "unknown")),
+            exit_code=int(state.get("ExitCode") or 0),
+            error=str(state.get("Error") or ""),
+            oom_killed=bool(state.get("OOMKilled")),
+            started_at=str(state.get("StartedAt") or ""),
+            finished_at=str(state.get("FinishedAt") or ""),
+            restart_count=int(data.get("RestartCount") or 0),
+            restart_policy=str(policy),
+            health=None if health is None else str(health.get("Status", "unknown")),
+            failing_streak=int((health or {}).get("FailingStreak") or 0),
+            last_health_output=None if output is None else _one_line(str(output)),
+            last_health_exit=None if not last else int(last.get("ExitCode", -1)),
+        )
+
+
+class ReadOnlyAPIClient(docker.APIClient):  # type: ignore[misc]  # the SDK is untyped
+    """The docker SDK's low-level client, refusing every request that could change state."""
+
+    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> Any:
+        verb = (method.decode() if isinstance(method, bytes) else method).upper()
+        if verb not in READ_METHODS:
+            path = urlsplit(url.decode() if isinstance(url, bytes) else url).path
+            raise WriteRefused(f"refusing Docker API {verb} {path} from a non-destructive check "
+                               "(read-only: GET, HEAD)")
+        return super().request(method, url, *args, **kwargs)
+
+
+class DockerClient:
+    """One Docker engine, inspected through its API with a deadline on every call."""
+
+    def __init__(self, name: str, spec: DockerTarget, timeout_s: float) -> None:
+        self.name = name
+        self.spec = spec
+        self.timeout_s = timeout_s
+        self._api: ReadOnlyAPIClient | None = None
+
+    # -- connection -------------------------------------------------------------------
+    def connect(self) -> None:
+        """Reach the engine and agree on an API version, or raise TargetUnavailable."""
+        if self._api is None:
+            self._api = self._call(self._open)
+
+    @property
+    def api(self) -> ReadOnlyAPIClient:
+        """The read-only SDK client, for what the methods below do not cover."""
+        self.connect()
+        assert self._api is not None
+        return self._api
+
+    def close(self) -> None:
+        if self._api is not None:
+            self._api.close()
+            self._api = None
+
+    # -- reading ----------------------------------------------------------------------
+    def ping(self) -> bool:
+        return bool(self._call(self.api.ping))
+
+    def version(self) -> dict[str, Any]:
+        return dict(self._call(self.api.version))
+
+    def names(self) -> list[str]:
+        """Names of every container on the engine, running or not."""
+        api = self.api
+        rows = self._call(lambda: api.containers(all=True))
+        return sorted(str(n).lstrip("/") for row in rows for n in (row.get("Names") or [])[:1])
+
+    def container(self, name: str) -> ContainerState | None:
+        """``docker inspect NAME``, or ``None`` when no container has exactly that name."""
+        api = self.api
+        try:
+            data = self._call(lambda: api.inspect_container(name))
+        except NotFound:
+            return None
+        state = ContainerState.from_inspect(data)
+        # The engine also resolves ID prefixes; a declared name must match a name.
+        return state if state.name == name else None
+
+    def matching(self, declared: DeclaredContainer) -> list[ContainerState]:
+        """The containers a declaration names: one, or every match of a ``name-*`` pattern."""
+        if not declared.is_pattern:
+            found = self.container(declared.name)
+            return [] if found is None else [found]
+        states = [self.container(n) for n in self.names() if fnmatchcase(n, declared.name)]
+        return [s for s in states if s is not None]
+
+    # -- internals --------------------------------------------------------------------
+    def _open(self) -> ReadOnlyAPIClient:
+        api = ReadOnlyAPIClient(base_url=self.spec.url, version="auto", timeout=self.timeout_s,
+                                user_agent="opsverify")
+        # Proxies from the environment must not see (or redirect) traffic to the engine.
+        api.trust_env = False
+        return api
+
+    def _call(self, fn: Callable[[], T]) -> T:
+        """Run one API call with the whole-operation deadline; map failures to one line."""
+        outcome: list[tuple[bool, Any]] = []
+
+        def run() -> None:
+            try:
+                outcome.append((True, fn()))
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+                outcome.append((False, exc))
+
+        # A daemon thread: an engine that drips bytes cannot hold the run past the deadline.
+        worker = threading.Thread(target=run, name=f"opsverify-docker-{self.name}", daemon=True)
+        worker.start()
+        worker.join(self.timeout_s)
+        if worker.is_alive() or not outcome:
+            self._abandon()
+            raise self._unavailable(f"no answer within {self.timeout_s:g} s")
+        ok, value = outcome[0]
+        if ok:
+            return value  # type: ignore[no-any-return]
+        if isinstance(value, NotFound | WriteRefused):
+            raise value
+        raise self._unavailable(_cause(value)) from None
+
+    def _abandon(self) -> None:
+        # The stuck request keeps its connection; later calls must not queue behind it.
+        api, self._api = self._api, None
+        if api is not None:
+            api.close()
+
+    def _unavailable(self, cause: str) -> TargetUnavailable:
+        return TargetUnavailable(self.name, f"docker {self.spec.address()}", cause)
+
+
+def _cause(exc: BaseException) -> str:
+    """Why the engine could not be asked, in one line, without the SDK's wrapping."""
+    text = str(exc)
+    if isinstance(exc, APIError):
+        return f"engine answered {exc.status_code}: {_one_line(exc.explanation or text)}"
+    if isinstance(exc, requests.exceptions.Timeout) or "timed out" in text.lower():
+        return "no answer within the deadline"
+    for needle, cause in (
+        ("No such file or directory", "socket not found (is the engine running?)"),
+        ("FileNotFoundError", "socket not found (is the engine running?)"),
+        ("Permission denied", "permission denied on the socket"),
+        ("Connection refused", "connection refused"),
+        ("Connection reset", "connection reset"),
+        ("RemoteDisconnected", "the engine closed the connection without answering"),
+    ):
+        if needle in text:
+            return cause
+    if isinstance(exc, DockerException):
+        return _one_line(text.removeprefix("Error while fetching server API version: "))
+    return _one_line(text) or type(exc).__name__
+
+
+def _one_line(text: str) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= HEALTH_OUTPUT_CHARS else flat[:HEALTH_OUTPUT_CHARS - 1] + "…"

@@ -1,0 +1,296 @@
+"""Destructive checks against the real sandbox: gated, planned, bounded, applied, audited.
+
+The runs use the real ``checks/remediation/test_postgres.py`` and ``--sandbox-fault
+idle-connections`` (four application sessions left idle). What changed is verified against
+PostgreSQL itself, by a probe that reads ``pg_stat_activity`` with its own connection before
+and after the remediation, outside opsverify's clients.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from opsverify.sandbox.runtime import Sandbox
+from opsverify.sandbox.spec import SandboxSpec
+
+ROOT = Path(__file__).resolve().parent.parent
+FOUNDATION = {"postgres", "postgres_replica", "redis", "app"}  # the foundation's servers
+FOUNDATION_CHECKS = {"test_http.py", "test_postgres.py", "test_redis.py"}
+PROBE = '''
+"""Reads pg_stat_activity on its own connection, to see what the remediation changed."""
+import json
+import os
+
+import psycopg
+
+
+def test_probe(env):
+    with psycopg.connect(env.model.targets["db"].dsn, connect_timeout=5,
+                         application_name="probe") as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = 'ts-forecast-worker' "
+            "ORDER BY pid").fetchall()
+    with open(os.environ["PROBE_OUT"], "a") as out:
+        out.write(json.dumps({"when": os.path.basename(os.path.dirname(__file__)),
+                              "pids": [row[0] for row in rows]}) + "\\n")
+'''
+REMEDIATION = "checks/remediation/test_postgres.py::test_terminate_stale_idle_sessions[db]"
+IDLE_SESSIONS = 4
+
+
+def foundation(project: Any) -> None:
+    """The real checks and environments/sandbox.yaml, cut down to the foundation's target
+    types and servers (HTTP, PostgreSQL, Redis): other components have their own tests, and
+    slower starts."""
+    for path in (ROOT / "checks").rglob("test_*.py"):
+        if path.name in FOUNDATION_CHECKS:
+            project.write(str(path.relative_to(ROOT)), path.read_text())
+    data = yaml.safe_load((ROOT / "environments" / "sandbox.yaml").read_text())
+    data["sandbox"] = {k: v for k, v in data["sandbox"].items() if k in FOUNDATION}
+    box = Sandbox.plan(SandboxSpec.model_validate(data["sandbox"]), frozenset())
+    provided = set(box.variables())
+    box.stop()  # only planned: this removes its work directory
+    data["targets"] = {name: target for name, target in data["targets"].items()
+                       if set(re.findall(r"\$\{(\w+)", json.dumps(target))) <= provided}
+    project.write("environments/sandbox.yaml",
+                  yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+
+
+@pytest.fixture
+def sandbox_project(project: Any) -> Any:
+    foundation(project)
+    project.write("checks/probe_before/test_probe.py", PROBE)
+    project.write("checks/probe_zafter/test_probe.py", PROBE)
+    return project
+
+
+def run_remediation(project: Any, *flags: str) -> tuple[Any, dict[str, list[int]]]:
+    """The remediation between two probes; returns the result and the pids each probe saw."""
+    out = project.path / "probe.jsonl"
+    result = project.run(
+        "checks/probe_before", "checks/remediation", "checks/probe_zafter",
+        "--target", "db", "--sandbox-fault", "idle-connections", *flags,
+        env={"PROBE_OUT": str(out)})
+    seen = {}
+    if out.exists():
+        for line in out.read_text().splitlines():
+            record = json.loads(line)
+            seen[record["when"]] = record["pids"]
+    return result, seen
+
+
+def summary(project: Any, env: str = "sandbox") -> dict[str, Any]:
+    return json.loads((project.latest(env) / "summary.json").read_text())  # type: ignore[no-any-return]
+
+
+def check(project: Any, nodeid: str = REMEDIATION, env: str = "sandbox") -> dict[str, Any]:
+    checks = summary(project, env)["checks"]
+    found = [c for c in checks if c["nodeid"] == nodeid]
+    assert len(found) == 1, checks
+    return found[0]  # type: ignore[no-any-return]
+
+
+def test_deselected_without_the_flag_and_told_how_to_enable(sandbox_project: Any) -> None:
+    result = sandbox_project.run("-m", "destructive", "--target", "db")
+    assert result.returncode == 5, result.output
+    assert "1 destructive check(s) deselected" in result.stdout
+    assert "add --allow-destructive=sandbox (with --plan to only see what they would do)" \
+        in result.stdout
+    assert "no check was selected — a gate must not pass on nothing" in result.stdout
+
+
+def test_deselected_among_others_the_rest_still_runs(sandbox_project: Any) -> None:
+    result = sandbox_project.run("checks/remediation", "checks/health/test_redis.py",
+                                 "--target", "db", "--target", "cache")
+    assert result.returncode == 0, result.output
+    assert re.search(r"\b\d+ passed, 1 deselected\b", result.stdout), result.stdout
+    assert "--allow-destructive=sandbox" in result.stdout
+
+
+def test_refused_when_the_flag_names_another_environment(sandbox_project: Any) -> None:
+    result = sandbox_project.run("-m", "destructive", "--allow-destructive=prod")
+    assert result.returncode == 4, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert lines == [
+        "ERROR: --allow-destructive=prod does not name the selected environment 'sandbox'; "
+        "to change sandbox, pass --allow-destructive=sandbox"], result.output
+    assert not sandbox_project.reports.exists()
+
+
+PROTECTED = """
+description: Production (protected)
+protected: true
+targets:
+  db:
+    type: postgres
+    dsn: postgresql://opsverify:never-used-pw@127.0.0.1:9/prod
+"""
+
+
+@pytest.mark.parametrize("flag", ["*", "staging"])
+def test_a_protected_environment_accepts_only_its_own_name(project: Any, flag: str) -> None:
+    foundation(project)
+    project.write("environments/prod.yaml", PROTECTED)
+    result = project.run("--env", "prod", "-m", "destructive", f"--allow-destructive={flag}")
+    assert result.returncode == 4, result.output
+    assert f"--allow-destructive={flag} does not name the selected environment 'prod' " \
+        "(it is protected: name it exactly); to change prod, pass --allow-destructive=prod" \
+        in result.stderr
+    assert len([line for line in result.output.splitlines() if line.strip()]) == 1
+
+
+def test_a_protected_environment_named_exactly_is_allowed(project: Any) -> None:
+    foundation(project)
+    project.write("environments/prod.yaml", PROTECTED)
+    result = project.run("--env", "prod", "-m", "destructive", "--allow-destructive=prod",
+                         "--collect-only", "-q")
+    assert result.returncode == 0, result.output
+    assert REMEDIATION in result.stdout
+
+
+def test_plan_changes_nothing_and_lists_the_sessions(sandbox_project: Any) -> None:
+    result, seen = run_remediation(sandbox_project, "--allow-destructive=sandbox", "--plan")
+    assert result.returncode == 0, result.output
+    before, after = seen["probe_before"], seen["probe_zafter"]
+    assert len(before) == IDLE_SESSIONS, seen
+    assert after == before, "--plan terminated sessions"
+    assert "1 planned" in result.stdout
+    for pid in before:
+        assert re.search(rf"^PLAN  {re.escape(REMEDIATION)}: db: pg_terminate_backend "
+                         rf"pid {pid} \(ts_app 'ts-forecast-worker'", result.stdout, re.M)
+    outcome = check(sandbox_project)
+    assert outcome["outcome"] == "PLAN"
+    assert [int(p.split("pid ")[1].split()[0]) for p in outcome["plan"]] == before
+    assert outcome["applied"] == []
+    assert summary(sandbox_project)["audit"] == []
+    assert not (sandbox_project.reports / "audit.jsonl").exists()
+    html = (sandbox_project.latest() / "report.html").read_text()
+    assert "Planned changes (--plan, nothing applied)" in html
+    assert f"pg_terminate_backend pid {before[0]}" in html
+
+
+def test_applied_terminates_audits_reports_and_rechecks(sandbox_project: Any) -> None:
+    result, seen = run_remediation(sandbox_project, "--allow-destructive=sandbox")
+    assert result.returncode == 0, result.output
+    before, after = seen["probe_before"], seen["probe_zafter"]
+    assert len(before) == IDLE_SESSIONS, seen
+    assert after == [], "the idle sessions are still in pg_stat_activity"
+
+    audit = [json.loads(line) for line in
+             (sandbox_project.reports / "audit.jsonl").read_text().splitlines()]
+    assert sorted(int(e["subject"].removeprefix("pid ")) for e in audit) == before
+    for entry in audit:
+        assert {"when", "who", "env", "target", "action", "before", "after"} <= entry.keys()
+        assert entry["env"] == "sandbox" and entry["target"] == "db"
+        assert entry["action"] == "pg_terminate_backend" and entry["after"] == "terminated"
+        assert entry["who"] and entry["when"].startswith("20")
+        assert "ts-forecast-worker" in entry["before"]
+        assert entry["check"] == REMEDIATION
+
+    outcome = check(sandbox_project)
+    assert outcome["outcome"] == "PASS"
+    assert len(outcome["applied"]) == IDLE_SESSIONS
+    assert len(summary(sandbox_project)["audit"]) == IDLE_SESSIONS
+    # The re-check: evidence recorded after the last action says the leak is gone.
+    assert [(m["name"], m["value"], m["verdict"]) for m in outcome["evidence"]] == [
+        ("postgres.stale_idle_sessions", 0, "PASS")]
+    html = (sandbox_project.latest() / "report.html").read_text()
+    assert "Changes applied (audit)" in html
+    for pid in before:
+        assert f"pg_terminate_backend pid {pid}" in html
+    junit = (sandbox_project.latest() / "junit.xml").read_text()
+    assert junit.count('<property name="applied"') == IDLE_SESSIONS
+    assert re.search(r"^APPLIED .*pg_terminate_backend pid \d+: .* -> terminated$",
+                     result.stdout, re.M)
+
+    # A second run appends to the same audit log.
+    again, _ = run_remediation(sandbox_project, "--allow-destructive=sandbox")
+    assert again.returncode == 0, again.output
+    lines = (sandbox_project.reports / "audit.jsonl").read_text().splitlines()
+    assert len(lines) == 2 * IDLE_SESSIONS
+    assert len({json.loads(line)["run_id"] for line in lines}) == 2
+
+
+def test_max_actions_stops_before_changing_anything(sandbox_project: Any) -> None:
+    # '*' is accepted for an environment that is not protected.
+    result, seen = run_remediation(sandbox_project, "--allow-destructive=*", "--max-actions=2")
+    assert result.returncode == 1, result.output
+    before, after = seen["probe_before"], seen["probe_zafter"]
+    assert len(before) == IDLE_SESSIONS
+    assert after == before, "sessions were terminated past --max-actions"
+    outcome = check(sandbox_project)
+    assert outcome["outcome"] == "FAIL"
+    assert outcome["message"].startswith(
+        "stopped before changing anything: 4 actions exceed --max-actions=2: "
+        "db: pg_terminate_backend pid")
+    assert outcome["applied"] == []
+    assert not (sandbox_project.reports / "audit.jsonl").exists()
+
+
+ADMIN_IN_A_HEALTH_CHECK = '''
+import pytest
+
+
+@pytest.mark.daily
+def test_sneaky(postgres_admin, evidence):
+    evidence.note("pid", postgres_admin.scalar("SELECT pg_backend_pid()"))
+'''
+
+
+@pytest.mark.parametrize("flags", [(), ("--allow-destructive=admin",)],
+                         ids=["without-flag", "with-flag"])
+def test_write_capable_fixture_errors_in_a_non_destructive_check(
+        project: Any, hung_server: Any, flags: tuple[str, ...]) -> None:
+    """Refused before any connection: the target is a socket that would hang a client."""
+    project.write("environments/admin.yaml", (
+        "targets:\n  db:\n    type: postgres\n    timeout_s: 1\n"
+        f"    dsn: postgresql://opsverify@127.0.0.1:{hung_server.port}/app\n"))
+    project.write("checks/health/test_sneaky.py", ADMIN_IN_A_HEALTH_CHECK)
+    result = project.run("--env", "admin", *flags)
+    assert result.returncode == 1, result.output
+    assert "1 error" in result.stdout
+    assert "postgres_admin is write-capable and exists only inside a destructive check run " \
+        "with --allow-destructive" in result.stdout
+    outcome = check(project, "checks/health/test_sneaky.py::test_sneaky[db]", env="admin")
+    assert outcome["outcome"] == "ERROR"
+    assert hung_server.accepted == [], "the write-capable client connected"
+
+
+NO_RECHECK = '''
+import pytest
+
+from opsverify.remediation import Action
+
+
+@pytest.mark.destructive
+def test_fix_without_recheck(postgres_admin, remediation, evidence):
+    stale = postgres_admin.stale_idle_sessions(postgres_admin.spec.idle_session_max_age_s)
+    evidence.note("stale sessions before", len(stale))  # measured before, never after
+    actions = {Action("db", "pg_terminate_backend", f"pid {s.pid}", s.application): s
+               for s in stale}
+    for action in remediation.propose(list(actions)):
+        postgres_admin.terminate(actions[action].pid)
+        remediation.done(action, after="terminated")
+'''
+
+
+def test_a_remediation_that_never_rechecks_fails(project: Any) -> None:
+    foundation(project)
+    project.write("checks/remediation/test_careless.py", NO_RECHECK)
+    result = project.run("checks/remediation/test_careless.py", "--target", "db",
+                         "--allow-destructive=sandbox", "--sandbox-fault", "idle-connections")
+    assert result.returncode == 1, result.output
+    nodeid = "checks/remediation/test_careless.py::test_fix_without_recheck[db]"
+    outcome = check(project, nodeid)
+    assert outcome["outcome"] == "FAIL"
+    assert outcome["message"] == (
+        "applied 4 action(s) but did not re-check the expectation afterwards (record "
+        "evidence after the last remediation.done)")
+    # The actions were applied and audited all the same: the record must be complete.
+    assert len((project.reports / "audit.jsonl").read_text().splitlines()) == IDLE_SESSIONS
