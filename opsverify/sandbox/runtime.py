@@ -138,12 +138,12 @@ class Sandbox:
                 self.stop()
                 raise RuntimeError(f"sandbox {name} failed to start: {error}") from error
 
-    def skip_reason(self, port: int | None) -> str | None:
-        """Why a target on ``port`` cannot run here (its component's binary is missing)."""
-        for name, component in self.components.items():
-            if name in self.skipped and component.port == port:
-                return f"sandbox {name} not available: {self.skipped[name]}"
-        return None
+    def unavailable(self) -> dict[str, str]:
+        """The variables of skipped components (binary missing), with the reason: a target
+        that interpolates one of them cannot run here."""
+        return {value: f"sandbox {name} not available: {self.skipped[name]}"
+                for name, component in self.components.items() if name in self.skipped
+                for value in component.variables().values()}
 
     def stop(self) -> None:
         """Stop every component, dependents first; remove the work directory."""

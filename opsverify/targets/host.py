@@ -252,7 +252,6 @@ class FileState:
 class ProcessInfo:
     pid: int
     comm: str
-    user: str
     args: str
 
 
@@ -398,7 +397,8 @@ class HostClient:
     def file(self, path: str) -> FileState:
         """What ``stat`` says about ``path``, in one round trip (testinfra's File module
         would take one per attribute)."""
-        result = self.backend.run("stat -L -c %s -- %s", "%F|%a|%U|%G", path)
+        # LC_ALL=C: stat names kinds and errors in the host's language otherwise.
+        result = self.backend.run("LC_ALL=C stat -L -c %s -- %s", "%F|%a|%U|%G", path)
         if result.rc != 0:
             if "No such file or directory" in result.stderr:
                 return FileState(path, exists=False)
@@ -418,8 +418,7 @@ class HostClient:
         filters = {k: v for k, v in (("comm", comm), ("user", user)) if v is not None}
         with self._probe("process list"):
             found = self.host.process.filter(**filters)
-            rows = [ProcessInfo(int(p["pid"]), str(p["comm"]), str(p.get("user", "")),
-                                str(p["args"])) for p in found]
+            rows = [ProcessInfo(int(p["pid"]), str(p["comm"]), str(p["args"])) for p in found]
         pattern = re.compile(args) if args else None
         return [p for p in rows if PS_PROBE not in p.args
                 and (pattern is None or pattern.search(p.args))]
@@ -512,14 +511,14 @@ class HostClient:
             self._master = subprocess.Popen(
                 [*wrapper, *parts], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 stderr=err, start_new_session=True)
-        socket_ready = self._control_dir.glob
+        control = self._control_dir
         deadline = time.monotonic() + self.connect_timeout_s + self.timeout_s
         while time.monotonic() < deadline:
             if self._master.poll() is not None:
                 stderr = log.read_text(errors="replace")
                 self._master = None
                 raise self._unavailable(ssh_cause(stderr, self.backend))
-            if any(p.is_socket() for p in socket_ready("*")):
+            if any(p.is_socket() for p in control.iterdir()):  # the master is listening
                 return
             time.sleep(0.01)
         self.close()
