@@ -37,7 +37,7 @@ CHECK_HTTP = Path("/usr/lib/nagios/plugins/check_http")
 class Handler(BaseHTTPRequestHandler):
     delay_s = 0.0
 
-    def do_GET(self) -> None:  # noqa: N802 - stdlib name
+    def do_GET(self) -> None:
         if self.delay_s:
             time.sleep(self.delay_s)
         body = b'{"status": "healthy"}'

@@ -151,15 +151,21 @@ def sandbox_section(choice: EnvironmentChoice) -> SandboxSpec | None:
 def load(
     choice: EnvironmentChoice,
     environ: Mapping[str, str],
+    generated: Mapping[str, str] | None = None,
 ) -> LoadedEnvironment:
-    """Read, interpolate and validate an environment file. Connects to nothing."""
+    """Read, interpolate and validate an environment file. Connects to nothing.
+
+    ``environ`` is the process environment: every value taken from it is a secret.
+    ``generated`` holds what the sandbox exports (ports, paths, local URLs); those are not
+    secrets themselves, and the credentials inside them are registered by their targets.
+    """
     where = _display(choice.path)
     raw, lines = _read(choice)
 
     def fail(path: Path_, message: str) -> EnvironmentFileError:
         return EnvironmentFileError(f"{where}:{_line_for(lines, path)} {_dotted(path)}: {message}")
 
-    data = _interpolate(raw, (), environ, fail)
+    data = _interpolate(raw, (), environ, generated or {}, fail)
     _check_targets(data, fail)
     try:
         model = Environment.model_validate(data)
@@ -203,29 +209,39 @@ def _interpolate(
     value: Any,
     path: Path_,
     environ: Mapping[str, str],
+    generated: Mapping[str, str],
     fail: Any,
 ) -> Any:
     if isinstance(value, dict):
-        return {k: _interpolate(v, (*path, k), environ, fail) for k, v in value.items()}
+        return {k: _interpolate(v, (*path, k), environ, generated, fail)
+                for k, v in value.items()}
     if isinstance(value, list):
-        return [_interpolate(v, (*path, i), environ, fail) for i, v in enumerate(value)]
+        return [_interpolate(v, (*path, i), environ, generated, fail)
+                for i, v in enumerate(value)]
     if not isinstance(value, str) or "${" not in value:
         return value
+    secret = False
 
     def substitute(match: re.Match[str]) -> str:
+        nonlocal secret
         name, default = match.group(1), match.group(2)
+        if name in generated:
+            return generated[name]
         if name in environ:
             result = environ[name]
+            secret = True
         elif default is not None:
             result = default
         else:
             raise fail(path, f"variable {name} is not set "
                              f"(export it, or write ${{{name}:-default}})")
-        SECRETS.add(result)
+        if secret:
+            SECRETS.add(result)
         return result
 
     result = _VAR.sub(substitute, value)
-    SECRETS.add(result)
+    if secret:
+        SECRETS.add(result)
     if "${" in result and _VAR.search(value) is None:
         raise fail(path, "malformed ${...}: expected ${NAME} or ${NAME:-default}")
     return _coerce_scalar(result) if _VAR.fullmatch(value) else result

@@ -79,7 +79,8 @@ class Project:
             ) -> Result:
         """``python -m pytest ARGS`` in the project, in a subprocess, like a user."""
         import os
-        environ = {k: v for k, v in os.environ.items() if not k.startswith(("OPSVERIFY_", "PYTEST_"))}
+        environ = {k: v for k, v in os.environ.items()
+                   if not k.startswith(("OPSVERIFY_", "PYTEST_"))}
         environ.update(self.extra_env)
         environ.update(env or {})
         started = time.monotonic()

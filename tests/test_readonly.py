@@ -292,14 +292,13 @@ def test_session_settings(run):
         "idle_in_transaction_session_timeout": "3000ms from client",
         "lock_timeout": "3000ms from client",
         "statement_timeout": "3000ms from client",
-        "transaction_read_only": "on from override",
+        "transaction_read_only": "on from session",  # BEGIN READ ONLY per statement
     }
 
 
 # -- ways around the rails ----------------------------------------------------------------
 # Writes a non-destructive check could try through the client it is handed, beyond plain
-# statements. Those that still get through are bugs in opsverify/targets/, kept here as
-# strict xfails: the day a rail is fixed, the XPASS fails this suite and the mark must go.
+# statements: each must be refused and change nothing.
 
 BYPASSES = f'''\
 """Non-destructive checks that write around the client-side guards."""
@@ -405,31 +404,14 @@ def refused_and_unchanged(check: dict[str, Any]) -> None:
     assert "WriteRefused" in check["message"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG opsverify/targets/postgres.py: refuse_writes lets any SELECT through, and "
-    "SELECT set_config('default_transaction_read_only', 'off', false) makes the autocommit "
-    "session read-write; then a data-modifying CTE deletes rows. Fix: open every query in "
-    "an explicit read-only transaction (autocommit off, conn.read_only = True), which a "
-    "GUC cannot undo from inside"))
 def test_set_config_cannot_make_the_session_writable(bypass_run):
     refused_and_unchanged(bypass_run["checks"]["test_set_config_then_delete[db]"])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG opsverify/targets/postgres.py: SELECT pg_terminate_backend(...) is allowed in a "
-    "read-only transaction and the sandbox's monitoring role holds pg_signal_backend, so a "
-    "non-destructive check can end other sessions. Fix: refuse server-signalling and "
-    "admin functions (pg_terminate_backend, pg_cancel_backend, set_config, pg_reload_conf, "
-    "...) client-side unless writable"))
 def test_a_non_destructive_check_cannot_terminate_sessions(bypass_run):
     refused_and_unchanged(bypass_run["checks"]["test_terminate_a_session[db]"])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG opsverify/targets/redis.py: ReadOnlyRedis.pipeline() returns redis-py's plain "
-    "Pipeline, whose execute_command is not the guarded one: SET is sent. Fix: guard at "
-    "the connection (a Connection subclass refusing non-read commands in send_command, "
-    "allowing the AUTH/HELLO/CLIENT SETNAME/SELECT hand-shake), or refuse pipeline()"))
 def test_a_redis_pipeline_cannot_write(bypass_run):
     refused_and_unchanged(bypass_run["checks"]["test_redis_write[cache-pipeline]"])
 
@@ -439,10 +421,6 @@ def test_redis_slowlog_reset_is_refused(bypass_run):
     refused_and_unchanged(bypass_run["checks"]["test_redis_write[cache-slowlog-reset]"])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG opsverify/targets/http.py: ReadOnlySession guards request() only; "
-    "session.send(prepared POST) reaches the server. Fix: guard send() too (requests "
-    "routes request() through send())"))
 def test_http_session_send_cannot_post(bypass_run, bypass_recorder):
     check = bypass_run["checks"]["test_http_send[recorder]"]
     assert "POST" not in bypass_recorder.methods

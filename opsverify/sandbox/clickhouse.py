@@ -1,9 +1,9 @@
 """A throw-away clickhouse-server (Debian's 18.16) seeded like the gogooku3 runbook's.
 
 It runs in the foreground with a config of its own in ``workdir/clickhouse``, serving only
-the HTTP interface on 127.0.0.1 (no native TCP or interserver port). Two users, both with
-the sandbox password, stored as SHA-256 only: ``sandbox_admin`` seeds, ``opsverify`` is the
-monitoring user the checks connect as.
+the HTTP interface on 127.0.0.1 (no native TCP or interserver port). Two users share the
+password in ``SANDBOX_CLICKHOUSE_PASSWORD``, stored as SHA-256 only: ``sandbox_admin``
+seeds, ``opsverify`` is the monitoring user the checks connect as.
 """
 
 from __future__ import annotations
@@ -62,7 +62,9 @@ class ClickHouseServer:
     def __init__(self, spec: ClickHouseComponent, ctx: SandboxContext) -> None:
         self.spec = spec
         self.port = free_port()
-        self.password = ctx.password
+        # Its own password, not the shared one: a target that holds a skipped component's
+        # variable is skipped, and every other target holds the shared password.
+        self.password = f"{ctx.password}-clickhouse"
         self.faults_wanted = ctx.faults
         self.home = ctx.workdir / "clickhouse"
         self.log = ctx.workdir / "clickhouse.log"

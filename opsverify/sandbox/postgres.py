@@ -75,7 +75,7 @@ class PostgresServer:
         )
 
     def variables(self) -> dict[str, str]:
-        return {"SANDBOX_POSTGRES_DSN": self.dsn}
+        return {"SANDBOX_POSTGRES_DSN": self.dsn, "SANDBOX_POSTGRES_PORT": str(self.port)}
 
     @property
     def app_dsn(self) -> str:

@@ -38,7 +38,7 @@ class RedisServer:
         return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
 
     def variables(self) -> dict[str, str]:
-        return {"SANDBOX_REDIS_URL": self.url}
+        return {"SANDBOX_REDIS_URL": self.url, "SANDBOX_REDIS_PORT": str(self.port)}
 
     def inject(self, faults: frozenset[str]) -> None:
         if "redis-bgsave-failed" in faults:

@@ -69,10 +69,6 @@ class SshServer:
             # The worker's path tells this sandbox's worker from another sandbox's.
             "SANDBOX_WORKER": str(self.worker_path),
         }
-        # The host checks look for the other servers' ports listening.
-        for name in ("postgres", "redis"):
-            if name in self.ctx.ports:
-                out[f"SANDBOX_{name.upper()}_PORT"] = str(self.ctx.ports[name])
         return out
 
     # -- start ------------------------------------------------------------------------

@@ -142,13 +142,22 @@ class ReadOnlySession(requests.Session):
     """A requests session that refuses every method that could change state."""
 
     def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> Any:
-        verb = method.decode() if isinstance(method, bytes) else method
-        if verb.upper() not in SAFE_METHODS:
-            raise WriteRefused(
-                f"refusing HTTP {verb.upper()} from a non-destructive check "
-                f"(allowed: {', '.join(sorted(SAFE_METHODS))})"
-            )
+        _refuse_unsafe(method)
         return super().request(method, url, *args, **kwargs)
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> Any:
+        # Every request ends here, prepared ones included: the guard cannot be walked around.
+        _refuse_unsafe(request.method or "")
+        return super().send(request, **kwargs)
+
+
+def _refuse_unsafe(method: str | bytes) -> None:
+    verb = (method.decode() if isinstance(method, bytes) else method).upper()
+    if verb not in SAFE_METHODS:
+        raise WriteRefused(
+            f"refusing HTTP {verb} from a non-destructive check "
+            f"(allowed: {', '.join(sorted(SAFE_METHODS))})"
+        )
 
 
 class HttpClient:

@@ -205,21 +205,27 @@ class PostgresClient:
         ]
         if not self.writable:
             options.append("-c default_transaction_read_only=on")
-        try:
-            self._conn = self._bounded(
-                lambda: psycopg.connect(
-                    self.spec.dsn,
-                    autocommit=True,
-                    # libpq's floor is 2 s; the watchdog below enforces the real deadline.
-                    connect_timeout=max(2, math.ceil(self.timeout_s)),
-                    application_name=APPLICATION_NAME
-                    + ("" if not self.writable else "-remediation"),
-                    options=" ".join(options),
-                ),
-                None,
+        def open_session() -> psycopg.Connection[Any]:
+            return psycopg.connect(
+                self.spec.dsn,
+                # Read-only: every statement runs in its own BEGIN READ ONLY transaction, so
+                # not even set_config() inside a query can make the session writable.
+                autocommit=self.writable,
+                # libpq's floor is 2 s; _connect_within enforces the real deadline.
+                connect_timeout=max(2, math.ceil(self.timeout_s)),
+                application_name=APPLICATION_NAME + ("-remediation" if self.writable else ""),
+                options=" ".join(options),
             )
+
+        try:
+            conn = _connect_within(open_session, self.timeout_s)
+        except TimeoutError:
+            raise self._unavailable(f"no answer within {self.timeout_s:g} s") from None
         except psycopg.OperationalError as exc:
             raise self._unavailable(_cause(exc)) from None
+        if not self.writable:
+            conn.read_only = True
+        self._conn = conn
 
     def close(self) -> None:
         if self._conn is not None:
@@ -236,9 +242,13 @@ class PostgresClient:
         assert conn is not None
 
         def run() -> list[tuple[Any, ...]]:
-            with conn.cursor() as cur:
-                cur.execute(sql, params)  # type: ignore[arg-type,unused-ignore]
-                return cur.fetchall() if cur.description else []
+            try:
+                with conn.cursor() as cur:
+                    cur.execute(sql, params)  # type: ignore[arg-type,unused-ignore]
+                    return cur.fetchall() if cur.description else []
+            finally:
+                if not self.writable and not conn.closed:
+                    conn.rollback()  # end the READ ONLY transaction; nothing to keep
 
         try:
             return self._bounded(run, conn)
@@ -361,6 +371,17 @@ class PostgresClient:
         return TargetUnavailable(self.name, f"postgres {self.spec.address()}", cause)
 
 
+# Functions with side effects that a SELECT can call; a read-only transaction does not stop
+# all of them (signalling backends, configuration, advisory locks, WAL and log control).
+SIDE_EFFECT_FUNCTIONS = re.compile(
+    r"\b(pg_terminate_backend|pg_cancel_backend|set_config|pg_reload_conf|pg_rotate_logfile"
+    r"|pg_switch_wal|pg_create_restore_point|pg_promote|pg_wal_replay_pause"
+    r"|pg_wal_replay_resume|pg_advisory_\w*|pg_try_advisory_\w*|pg_notify|nextval|setval"
+    r"|lo_\w+|dblink\w*|pg_file_\w+|pg_stat_reset\w*|pg_sleep\w*)\s*\(",
+    re.IGNORECASE,
+)
+
+
 def refuse_writes(sql: str) -> None:
     """Client-side guard: only single read statements leave a read-only client."""
     text = _strip_comments(sql).strip().rstrip(";").strip()
@@ -372,10 +393,36 @@ def refuse_writes(sql: str) -> None:
         )
     if ";" in text:
         raise WriteRefused("refusing to send several statements from a non-destructive check")
+    effect = SIDE_EFFECT_FUNCTIONS.search(text)
+    if effect:
+        raise WriteRefused(f"refusing {effect.group(1)}() from a non-destructive check: it "
+                           "changes server state")
 
 
 def _strip_comments(sql: str) -> str:
     return re.sub(r"--[^\n]*|/\*.*?\*/", " ", sql, flags=re.S)
+
+
+def _connect_within(open_session: Callable[[], T], timeout_s: float) -> T:
+    """Open a session in a helper thread and give up after ``timeout_s``: libpq's own
+    connect_timeout cannot go below 2 s and does not bound every step."""
+    result: list[T] = []
+    error: list[BaseException] = []
+
+    def attempt() -> None:
+        try:
+            result.append(open_session())
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+            error.append(exc)
+
+    worker = threading.Thread(target=attempt, name="opsverify-pg-connect", daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    if worker.is_alive():
+        raise TimeoutError
+    if error:
+        raise error[0]
+    return result[0]
 
 
 def _shutdown(conn: psycopg.Connection[Any]) -> None:

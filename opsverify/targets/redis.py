@@ -86,6 +86,13 @@ class ReadOnlyRedis(redis.Redis):
                                f"(read-only: {', '.join(f'{name} {s}' for s in sorted(allowed))})")
         return super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
 
+    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:
+        # A pipeline sends its commands without execute_command: it would bypass the guard.
+        raise WriteRefused("refusing a Redis pipeline from a non-destructive check")
+
+    def pubsub(self, **kwargs: Any) -> Any:
+        raise WriteRefused("refusing Redis PUBSUB from a non-destructive check")
+
 
 @dataclass(frozen=True)
 class Replication:
