@@ -19,4 +19,5 @@ pytest_plugins = [
     "fixtures.docker",
     "fixtures.s3",
     "fixtures.aws",
+    "fixtures.backup",
 ]

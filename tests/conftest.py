@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 import socket
 import subprocess
@@ -17,13 +19,19 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from opsverify.sandbox.runtime import Sandbox
 from opsverify.sandbox.spec import AppComponent, PostgresComponent, RedisComponent, SandboxSpec
 
 ROOT = Path(__file__).resolve().parent.parent
+FOUNDATION = {"postgres", "postgres_replica", "redis", "app"}  # the foundation's servers
+FOUNDATION_CHECKS = ["checks/health/test_http.py", "checks/health/test_postgres.py",
+                     "checks/health/test_redis.py", "checks/capacity/test_postgres.py",
+                     "checks/remediation/test_postgres.py"]
 PYPROJECT = """
 [tool.pytest.ini_options]
 testpaths = ["checks"]
@@ -67,6 +75,27 @@ class Project:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(source, target)
         return target
+
+    def use_foundation(self) -> dict[str, Any]:
+        """The real foundation checks and environments/sandbox.yaml, cut down to the
+        foundation's servers and target types (HTTP, PostgreSQL with its replica, Redis):
+        the other components have their own tests, and slower starts. Returns the
+        environment, to change and write back with :meth:`write_env`."""
+        for check in FOUNDATION_CHECKS:
+            self.write(check, (ROOT / check).read_text())
+        data: dict[str, Any] = yaml.safe_load((ROOT / "environments" / "sandbox.yaml").read_text())
+        data["sandbox"] = {k: v for k, v in data["sandbox"].items() if k in FOUNDATION}
+        box = Sandbox.plan(SandboxSpec.model_validate(data["sandbox"]), frozenset())
+        provided = set(box.variables())
+        box.stop()  # only planned: this removes its work directory
+        data["targets"] = {name: target for name, target in data["targets"].items()
+                           if set(re.findall(r"\$\{(\w+)", json.dumps(target))) <= provided}
+        self.write_env(data)
+        return data
+
+    def write_env(self, data: dict[str, Any], name: str = "sandbox") -> Path:
+        return self.write(f"environments/{name}.yaml",
+                          yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
 
     @property
     def reports(self) -> Path:

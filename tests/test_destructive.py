@@ -14,14 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-
-from opsverify.sandbox.runtime import Sandbox
-from opsverify.sandbox.spec import SandboxSpec
 
 ROOT = Path(__file__).resolve().parent.parent
-FOUNDATION = {"postgres", "postgres_replica", "redis", "app"}  # the foundation's servers
-FOUNDATION_CHECKS = {"test_http.py", "test_postgres.py", "test_redis.py"}
 PROBE = '''
 """Reads pg_stat_activity on its own connection, to see what the remediation changed."""
 import json
@@ -44,27 +38,11 @@ REMEDIATION = "checks/remediation/test_postgres.py::test_terminate_stale_idle_se
 IDLE_SESSIONS = 4
 
 
-def foundation(project: Any) -> None:
-    """The real checks and environments/sandbox.yaml, cut down to the foundation's target
-    types and servers (HTTP, PostgreSQL, Redis): other components have their own tests, and
-    slower starts."""
-    for path in (ROOT / "checks").rglob("test_*.py"):
-        if path.name in FOUNDATION_CHECKS:
-            project.write(str(path.relative_to(ROOT)), path.read_text())
-    data = yaml.safe_load((ROOT / "environments" / "sandbox.yaml").read_text())
-    data["sandbox"] = {k: v for k, v in data["sandbox"].items() if k in FOUNDATION}
-    box = Sandbox.plan(SandboxSpec.model_validate(data["sandbox"]), frozenset())
-    provided = set(box.variables())
-    box.stop()  # only planned: this removes its work directory
-    data["targets"] = {name: target for name, target in data["targets"].items()
-                       if set(re.findall(r"\$\{(\w+)", json.dumps(target))) <= provided}
-    project.write("environments/sandbox.yaml",
-                  yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
 
 
 @pytest.fixture
 def sandbox_project(project: Any) -> Any:
-    foundation(project)
+    project.use_foundation()
     project.write("checks/probe_before/test_probe.py", PROBE)
     project.write("checks/probe_zafter/test_probe.py", PROBE)
     return project
@@ -135,7 +113,7 @@ targets:
 
 @pytest.mark.parametrize("flag", ["*", "staging"])
 def test_a_protected_environment_accepts_only_its_own_name(project: Any, flag: str) -> None:
-    foundation(project)
+    project.use_foundation()
     project.write("environments/prod.yaml", PROTECTED)
     result = project.run("--env", "prod", "-m", "destructive", f"--allow-destructive={flag}")
     assert result.returncode == 4, result.output
@@ -146,7 +124,7 @@ def test_a_protected_environment_accepts_only_its_own_name(project: Any, flag: s
 
 
 def test_a_protected_environment_named_exactly_is_allowed(project: Any) -> None:
-    foundation(project)
+    project.use_foundation()
     project.write("environments/prod.yaml", PROTECTED)
     result = project.run("--env", "prod", "-m", "destructive", "--allow-destructive=prod",
                          "--collect-only", "-q")
@@ -187,9 +165,12 @@ def test_applied_terminates_audits_reports_and_rechecks(sandbox_project: Any) ->
     assert sorted(int(e["subject"].removeprefix("pid ")) for e in audit) == before
     for entry in audit:
         assert {"when", "who", "env", "target", "action", "before", "after"} <= entry.keys()
-        assert entry["env"] == "sandbox" and entry["target"] == "db"
-        assert entry["action"] == "pg_terminate_backend" and entry["after"] == "terminated"
-        assert entry["who"] and entry["when"].startswith("20")
+        assert entry["env"] == "sandbox"
+        assert entry["target"] == "db"
+        assert entry["action"] == "pg_terminate_backend"
+        assert entry["after"] == "terminated"
+        assert entry["who"]
+        assert entry["when"].startswith("20")
         assert "ts-forecast-worker" in entry["before"]
         assert entry["check"] == REMEDIATION
 
@@ -281,7 +262,7 @@ def test_fix_without_recheck(postgres_admin, remediation, evidence):
 
 
 def test_a_remediation_that_never_rechecks_fails(project: Any) -> None:
-    foundation(project)
+    project.use_foundation()
     project.write("checks/remediation/test_careless.py", NO_RECHECK)
     result = project.run("checks/remediation/test_careless.py", "--target", "db",
                          "--allow-destructive=sandbox", "--sandbox-fault", "idle-connections")

@@ -103,7 +103,8 @@ def test_evidence_lines_say_target_value_expectation_and_source() -> None:
 
 def test_evidence_verdict_is_the_worst_measurement() -> None:
     log = EvidenceLog(None, "api")
-    assert log.verdict is Verdict.PASS and log.last_sequence() == -1
+    assert log.verdict is Verdict.PASS
+    assert log.last_sequence() == -1
     log.note("samples", 10)
     assert log.verdict is Verdict.PASS
     log.within("http.latency_p95_ms", 1200, unit="ms", default=Threshold(1000, 2000))
@@ -113,7 +114,8 @@ def test_evidence_verdict_is_the_worst_measurement() -> None:
     log.expect("body", None, at_most=5)  # not a number: cannot hold
     assert log.verdict is Verdict.FAIL
     sequences = [m.sequence for m in log.measurements]
-    assert sequences == sorted(sequences) and log.last_sequence() == sequences[-1]
+    assert sequences == sorted(sequences)
+    assert log.last_sequence() == sequences[-1]
 
 
 def test_expect_needs_an_expectation_and_combines_them() -> None:
@@ -275,18 +277,29 @@ def test_refuse_writes_refuses_writes_and_several_statements(sql: str) -> None:
         refuse_writes(sql)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug in opsverify/targets/postgres.py (not this helper's file): refuse_writes accepts a "
-    "data-modifying CTE because it only looks at the first verb; the server-side "
-    "default_transaction_read_only still refuses it"))
+@pytest.mark.parametrize("sql", [
+    "SELECT pg_terminate_backend(4242)",
+    "select set_config('default_transaction_read_only', 'off', false)",
+    "SELECT nextval('runs_id_seq')",
+    "SELECT pg_advisory_lock(1)",
+    "WITH p AS (SELECT 4242 AS pid) SELECT PG_CANCEL_BACKEND (pid) FROM p",
+])
+def test_refuse_writes_refuses_functions_with_side_effects(sql: str) -> None:
+    """A read-only transaction does not stop these: the client must."""
+    with pytest.raises(WriteRefused, match="changes server state"):
+        refuse_writes(sql)
+
+
+def test_refuse_writes_sees_past_comment_markers_in_literals_to_side_effects() -> None:
+    with pytest.raises(WriteRefused):
+        refuse_writes("SELECT '--', pg_terminate_backend(4242)")
+
+
 def test_refuse_writes_refuses_a_data_modifying_cte() -> None:
     with pytest.raises(WriteRefused):
         refuse_writes("WITH gone AS (DELETE FROM runs RETURNING id) SELECT count(*) FROM gone")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug in opsverify/targets/postgres.py (not this helper's file): comments are stripped "
-    "without regard to string literals, so '--' inside a literal hides a second statement"))
 def test_refuse_writes_is_not_fooled_by_comment_markers_in_literals() -> None:
     with pytest.raises(WriteRefused):
         refuse_writes("SELECT '--'; DELETE FROM runs")
@@ -306,9 +319,5 @@ def test_bounds() -> None:
         Bounds.model_validate({"maximum": 3})
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug in opsverify/targets/postgres.py (not this helper's file): Bounds.equals is typed "
-    "str | float, so `equals: 1` becomes 1.0 and, compared as text, an integer count of 1 "
-    "violates it ('expected = 1.0'); checks/health/test_postgres.py compares the same way"))
 def test_bounds_equals_an_integer() -> None:
     assert Bounds(equals=1).violated_by(1) is None

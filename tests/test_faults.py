@@ -4,42 +4,18 @@ summary.json says why: ``pytest -m daily --sandbox-fault NAME`` against the real
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-
-from opsverify.sandbox.runtime import Sandbox
-from opsverify.sandbox.spec import SandboxSpec
 
 ROOT = Path(__file__).resolve().parent.parent
-FOUNDATION = {"postgres", "postgres_replica", "redis", "app"}  # the foundation's servers
-FOUNDATION_CHECKS = {"test_http.py", "test_postgres.py", "test_redis.py"}
 HEALTH = "checks/health/test_http.py::test_health[api:{}]"
 DETAILED = HEALTH.format("/health/detailed")
 
 
-def foundation(project: Any) -> dict[str, Any]:
-    """The real checks and environments/sandbox.yaml, cut down to the foundation's target
-    types and servers (HTTP, PostgreSQL, Redis): other components have their own tests, and
-    slower starts."""
-    for path in (ROOT / "checks").rglob("test_*.py"):
-        if path.name in FOUNDATION_CHECKS:
-            project.write(str(path.relative_to(ROOT)), path.read_text())
-    data: dict[str, Any] = yaml.safe_load((ROOT / "environments" / "sandbox.yaml").read_text())
-    data["sandbox"] = {k: v for k, v in data["sandbox"].items() if k in FOUNDATION}
-    box = Sandbox.plan(SandboxSpec.model_validate(data["sandbox"]), frozenset())
-    provided = set(box.variables())
-    box.stop()  # only planned: this removes its work directory
-    data["targets"] = {name: target for name, target in data["targets"].items()
-                       if set(re.findall(r"\$\{(\w+)", json.dumps(target))) <= provided}
-    project.write("environments/sandbox.yaml",
-                  yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
-    return data
 
 
 Judge = Callable[[Any], bool]
@@ -63,7 +39,7 @@ def of_type(kind: str) -> Callable[[dict[str, Any]], set[str]]:
 CAUGHT = {
     "none": Caught(),
     "db-down": Caught(
-        down=of_type("postgres"), cause="Connection refused",
+        down=of_type("postgres"), cause="connection refused",
         fails={DETAILED: {"GET /health/detailed status": lambda v: v == 503,
                           "/health/detailed components.database.status":
                               lambda v: v == "unhealthy"}}),
@@ -94,7 +70,7 @@ CAUGHT = {
 
 @pytest.mark.parametrize("fault", list(CAUGHT))
 def test_fault_turns_exactly_its_checks_red_with_evidence(project: Any, fault: str) -> None:
-    env = foundation(project)
+    env = project.use_foundation()
     caught = CAUGHT[fault]
     args = ["--sandbox-fault", fault] if fault != "none" else []
     result = project.run("-m", "daily", *args)

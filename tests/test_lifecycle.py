@@ -23,33 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from opsverify.sandbox.runtime import DIR_VAR, Sandbox
-from opsverify.sandbox.spec import SandboxSpec
+from opsverify.sandbox.runtime import DIR_VAR
 
 ROOT = Path(__file__).resolve().parent.parent
-FOUNDATION = {"postgres", "postgres_replica", "redis", "app"}  # the foundation's servers
-FOUNDATION_CHECKS = {"test_http.py", "test_postgres.py", "test_redis.py"}
 
 
-def foundation(project: Any) -> dict[str, Any]:
-    """The real checks and environments/sandbox.yaml, cut down to the foundation's target
-    types and servers (HTTP, PostgreSQL, Redis): other components have their own tests, and
-    slower starts."""
-    for path in (ROOT / "checks").rglob("test_*.py"):
-        if path.name in FOUNDATION_CHECKS:
-            project.write(str(path.relative_to(ROOT)), path.read_text())
-    data: dict[str, Any] = yaml.safe_load((ROOT / "environments" / "sandbox.yaml").read_text())
-    data["sandbox"] = {k: v for k, v in data["sandbox"].items() if k in FOUNDATION}
-    box = Sandbox.plan(SandboxSpec.model_validate(data["sandbox"]), frozenset())
-    provided = set(box.variables())
-    box.stop()  # only planned: this removes its work directory
-    data["targets"] = {name: target for name, target in data["targets"].items()
-                       if set(re.findall(r"\$\{(\w+)", json.dumps(target))) <= provided}
-    project.write("environments/sandbox.yaml",
-                  yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
-    return data
 
 
 def run_processes(sandbox_dir: Path) -> dict[int, str]:
@@ -132,7 +111,7 @@ def test_probe(n):
 
 def test_xdist_workers_share_one_sandbox_started_by_the_controller(
         project: Any, tmp_path: Path, sandbox_dir: Path) -> None:
-    env = foundation(project)
+    env = project.use_foundation()
     project.write("checks/probe/test_probe.py", PROBE)
     out = tmp_path / "probe.jsonl"
     result = project.run("-m", "daily", "-n", "2", env={DIR_VAR: str(sandbox_dir),
@@ -165,7 +144,7 @@ def test_xdist_workers_share_one_sandbox_started_by_the_controller(
 
 @pytest.mark.parametrize("fault", ["none", "stuck-run"], ids=["passed", "failed"])
 def test_servers_stop_when_the_run_ends(project: Any, sandbox_dir: Path, fault: str) -> None:
-    foundation(project)
+    project.use_foundation()
     args = ["--sandbox-fault", fault] if fault != "none" else []
     result = project.run("-m", "daily", *args, env={DIR_VAR: str(sandbox_dir)})
     assert result.returncode == (0 if fault == "none" else 1), result.output
@@ -176,7 +155,7 @@ def test_servers_stop_when_the_run_ends(project: Any, sandbox_dir: Path, fault: 
 def test_servers_stop_when_the_sandbox_fails_to_start(project: Any, sandbox_dir: Path) -> None:
     """The demo app cannot open its log: PostgreSQL and Redis, already running, are stopped
     and the run ends with one line, exit 4."""
-    foundation(project)
+    project.use_foundation()
     (sandbox_dir / "app.log").mkdir()
     result = project.run("-m", "daily", env={DIR_VAR: str(sandbox_dir)})
     assert result.returncode == 4, result.output
@@ -205,7 +184,7 @@ def test_sleeps():
 
 def start_and_wait_for_sleeper(project: Any, tmp_path: Path,
                                sandbox_dir: Path) -> subprocess.Popen[str]:
-    foundation(project)
+    project.use_foundation()
     project.write("checks/probe/test_sleeps.py", SLEEPER)
     mark = tmp_path / "sleeping"
     proc = subprocess.Popen(

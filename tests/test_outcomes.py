@@ -12,41 +12,14 @@ from html import unescape
 from pathlib import Path
 from typing import Any
 
-import pytest
-import yaml
-
-from opsverify.sandbox.runtime import Sandbox
-from opsverify.sandbox.spec import SandboxSpec
-
 ROOT = Path(__file__).resolve().parent.parent
-FOUNDATION = {"postgres", "postgres_replica", "redis", "app"}  # the foundation's servers
-FOUNDATION_CHECKS = {"test_http.py", "test_postgres.py", "test_redis.py"}
 STALE = "checks/capacity/test_postgres.py::test_stale_idle_sessions[db]"
 LATENCY = "checks/health/test_http.py::test_latency_p95[{}:/health]"
 PING = "checks/health/test_redis.py::test_ping[cache]"
 
 
-def foundation(project: Any) -> dict[str, Any]:
-    """The real checks and environments/sandbox.yaml, cut down to the foundation's target
-    types and servers (HTTP, PostgreSQL, Redis): other components have their own tests, and
-    slower starts. Returns the environment, to change and write with ``write_env``."""
-    for path in (ROOT / "checks").rglob("test_*.py"):
-        if path.name in FOUNDATION_CHECKS:
-            project.write(str(path.relative_to(ROOT)), path.read_text())
-    data: dict[str, Any] = yaml.safe_load((ROOT / "environments" / "sandbox.yaml").read_text())
-    data["sandbox"] = {k: v for k, v in data["sandbox"].items() if k in FOUNDATION}
-    box = Sandbox.plan(SandboxSpec.model_validate(data["sandbox"]), frozenset())
-    provided = set(box.variables())
-    box.stop()  # only planned: this removes its work directory
-    data["targets"] = {name: target for name, target in data["targets"].items()
-                       if set(re.findall(r"\$\{(\w+)", json.dumps(target))) <= provided}
-    write_env(project, data)
-    return data
 
 
-def write_env(project: Any, data: dict[str, Any], name: str = "sandbox") -> Path:
-    text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
-    return project.write(f"environments/{name}.yaml", text)  # type: ignore[no-any-return]
 
 
 def line_of(path: Path, pattern: str, after: str = "") -> int:
@@ -85,9 +58,9 @@ def html_results(project: Any, env: str = "sandbox") -> dict[str, list[str]]:
 def test_warn_is_visible_as_warn_everywhere(project: Any) -> None:
     """An environment override makes 4 idle sessions a warning: shown as WARN in the terminal,
     JUnit, the HTML report and summary.json, and the run passes."""
-    env = foundation(project)
+    env = project.use_foundation()
     env["thresholds"]["postgres.stale_idle_sessions"] = {"warn": 1, "crit": 10}
-    path = write_env(project, env)
+    path = project.write_env(env)
     source = f"warn from environments/sandbox.yaml:{line_of(path, r'postgres.stale_idle_sessions')}"
     result = project.run("checks/capacity", "--target", "db", "-v",
                          "--sandbox-fault", "idle-connections")
@@ -120,13 +93,13 @@ def test_warn_is_visible_as_warn_everywhere(project: Any) -> None:
 
 # -- thresholds: precedence and source ---------------------------------------------------------
 def test_threshold_precedence_target_over_environment_over_check_default(project: Any) -> None:
-    env = foundation(project)
+    env = project.use_foundation()
     env["thresholds"] = {"http.latency_p95_ms": {"warn": 0.001, "crit": 0.002}}
     api = env["targets"]["api"]
     api["thresholds"] = {"http.latency_p95_ms": {"warn": 0.001, "crit": 100000}}
     env["targets"]["api-env"] = {"type": "http", "url": api["url"],
                                  "latency": {"path": "/health", "samples": 3}}
-    path = write_env(project, env)
+    path = project.write_env(env)
     target_line = line_of(path, r"http.latency_p95_ms", after=r"^  api:")
     env_line = line_of(path, r"http.latency_p95_ms")
     assert target_line != env_line
@@ -149,8 +122,8 @@ def test_threshold_precedence_target_over_environment_over_check_default(project
     assert (default["verdict"], default["expected"]) == ("PASS", "≤ 20 sessions")
     assert default["source"] == "crit from check default"
     # The terminal names the source of what failed.
-    assert (f"api-env: http.latency_p95_ms = " in result.stdout
-            and f"expected ≤ 0.002 ms (crit from environments/sandbox.yaml:{env_line}) → FAIL"
+    assert ("api-env: http.latency_p95_ms = " in result.stdout)
+    assert (f"expected ≤ 0.002 ms (crit from environments/sandbox.yaml:{env_line}) → FAIL"
             in result.stdout)
 
 
@@ -166,7 +139,7 @@ def test_silent(redis):
 
 
 def test_a_check_that_records_no_evidence_fails(project: Any) -> None:
-    foundation(project)
+    project.use_foundation()
     project.write("checks/health/test_silent.py", SILENT)
     result = project.run("checks/health/test_silent.py", "--target", "cache")
     assert result.returncode == 1, result.output
@@ -187,7 +160,7 @@ targets:
 
 
 def test_a_check_without_a_target_of_its_type_is_a_visible_skip(project: Any) -> None:
-    foundation(project)
+    project.use_foundation()
     project.write("environments/web.yaml", ONLY_HTTP)
     result = project.run("--env", "web", "checks/health/test_redis.py", "-k", "test_ping",
                          "-rs")
@@ -201,7 +174,7 @@ def test_a_check_without_a_target_of_its_type_is_a_visible_skip(project: Any) ->
 
 # -- --target ------------------------------------------------------------------------------
 def test_target_narrows_the_run_to_that_targets_checks(project: Any) -> None:
-    foundation(project)
+    project.use_foundation()
     result = project.run("-m", "daily", "--target", "cache")
     assert result.returncode == 0, result.output
     ran = by_id(project)
@@ -243,7 +216,7 @@ def collected(project: Any, *args: str) -> list[str]:
 
 
 def test_categories_come_from_folders_and_sql_checks_declare_theirs(project: Any) -> None:
-    foundation(project)
+    project.use_foundation()
     project.write("environments/declared.yaml", DECLARED)
     sql = "checks/health/test_postgres.py::test_sql_check[db:{}]"
     capacity = collected(project, "-m", "capacity")
@@ -252,7 +225,8 @@ def test_categories_come_from_folders_and_sql_checks_declare_theirs(project: Any
         n for n in capacity if n.startswith("checks/capacity/")}
     assert sql.format("active_runs") in capacity
     health = collected(project, "-m", "health")
-    assert health and all(n.startswith("checks/health/") for n in health)
+    assert health
+    assert all(n.startswith("checks/health/") for n in health)
     assert sql.format("active_runs") not in health
     assert sql.format("no_stuck_runs") in health
     assert collected(project, "-m", "backup") == [sql.format("nightly_backup_row")]
@@ -286,7 +260,7 @@ def test_an_unknown_marker_in_a_check_file_is_an_error(project: Any) -> None:
 
 def test_an_unknown_marker_in_m_is_a_usage_error(project: Any) -> None:
     project.write("environments/web.yaml", ONLY_HTTP)
-    foundation(project)
+    project.use_foundation()
     result = project.run("--env", "web", "-m", "dayly")
     assert result.returncode == 4, result.output
     assert "ERROR: Unknown marker(s) in '-m' expression: dayly." in result.stderr
@@ -299,11 +273,11 @@ def waiver(check: str, expires: date, owner: str = "alice") -> dict[str, Any]:
 
 
 def test_a_failing_check_under_an_unexpired_waiver_is_waived(project: Any) -> None:
-    env = foundation(project)
+    env = project.use_foundation()
     until = date.today() + timedelta(days=30)
     env["waivers"] = [waiver("checks/capacity/test_postgres.py::test_stale_idle_sessions[*]",
                              until)]
-    write_env(project, env)
+    project.write_env(env)
     result = project.run("checks/capacity", "--target", "db", "--sandbox-fault",
                          "idle-connections")
     assert result.returncode == 0, result.output
@@ -318,15 +292,16 @@ def test_a_failing_check_under_an_unexpired_waiver_is_waived(project: Any) -> No
     junit = ET.parse(project.latest() / "junit.xml")
     skipped = next(c for c in junit.iter("testcase")
                    if c.get("name") == "test_stale_idle_sessions[db]").find("skipped")
-    assert skipped is not None and skipped.get("type") == "pytest.xfail"
+    assert skipped is not None
+    assert skipped.get("type") == "pytest.xfail"
     assert skipped.get("message") == text
 
 
 def test_an_expired_waiver_fails_the_run(project: Any) -> None:
-    env = foundation(project)
+    env = project.use_foundation()
     expired = date.today() - timedelta(days=1)
     env["waivers"] = [waiver(PING, expired, owner="bob")]
-    write_env(project, env)
+    project.write_env(env)
     result = project.run("checks/health/test_redis.py", "-k", "test_ping", "--target", "cache")
     assert result.returncode == 1, result.output
     assert "1 passed" in result.stdout  # the check itself holds; the accepted risk expired
@@ -336,9 +311,9 @@ def test_an_expired_waiver_fails_the_run(project: Any) -> None:
 
 
 def test_an_expired_waiver_does_not_waive(project: Any) -> None:
-    env = foundation(project)
+    env = project.use_foundation()
     env["waivers"] = [waiver(STALE, date.today() - timedelta(days=1))]
-    write_env(project, env)
+    project.write_env(env)
     result = project.run("checks/capacity", "--target", "db", "--sandbox-fault",
                          "idle-connections")
     assert result.returncode == 1, result.output
@@ -348,7 +323,7 @@ def test_an_expired_waiver_does_not_waive(project: Any) -> None:
 
 # -- nothing selected ----------------------------------------------------------------------
 def test_an_empty_selection_exits_non_zero_with_a_clear_message(project: Any) -> None:
-    foundation(project)
+    project.use_foundation()
     project.write("environments/web.yaml", ONLY_HTTP)
     result = project.run("--env", "web", "-k", "no_check_is_called_this")
     assert result.returncode == 5, result.output

@@ -23,6 +23,9 @@ from tests.conftest import PYPROJECT, ROOT, Project
 
 PROBE = "opsverify-write-probe"
 CTE = "WITH d AS (DELETE FROM runs RETURNING 1) SELECT count(*) FROM d"
+# A write the client cannot see: a function that deletes. Only the server's read-only
+# transaction stands between it and the data.
+FUNCTION = "SELECT purge_runs()"
 
 ENVIRONMENT = """\
 description: read-only proof
@@ -54,7 +57,10 @@ targets:
 WRITES = f'''\
 """Non-destructive checks that try to write: every one must fail."""
 
+import os
+
 import psycopg
+import psycopg.conninfo
 import pytest
 
 PROBE = {PROBE!r}
@@ -115,6 +121,18 @@ def test_select_then_delete(postgres, evidence):
 @pytest.mark.daily
 def test_data_modifying_cte(postgres, evidence):
     attempt(postgres, evidence, {CTE!r})
+
+
+@pytest.mark.daily
+def test_function_that_writes(postgres, evidence):
+    # Created as the superuser over the sandbox's socket: the application's own function.
+    port = psycopg.conninfo.conninfo_to_dict(postgres.spec.dsn)["port"]
+    socket_dir = os.path.join(os.environ["OPSVERIFY_SANDBOX_DIR"], "pg-socket")
+    with psycopg.connect(host=socket_dir, port=port, user="postgres",
+                         dbname="ts_forecast_system", autocommit=True) as admin:
+        admin.execute("CREATE OR REPLACE FUNCTION purge_runs() RETURNS bigint LANGUAGE sql "
+                      "AS 'DELETE FROM runs RETURNING 1::bigint'")
+    attempt(postgres, evidence, {FUNCTION!r})
 
 
 @pytest.mark.daily
@@ -222,13 +240,14 @@ def test_the_run_fails_because_checks_tried_to_write(run):
     assert result.returncode == 1, result.output
     failed = {name for name, check in run["checks"].items() if check["outcome"] == "FAIL"}
     assert failed == set(run["checks"]) - {"test_session_settings[db]"}, result.output
-    assert len(failed) == 14
+    assert len(failed) == 15
 
 
 @pytest.mark.parametrize(("check", "refusal"), [
     ("test_insert[db]", "WriteRefused: refusing to send INSERT from a non-destructive check"),
     ("test_delete_behind_a_comment[db]", "WriteRefused: refusing to send DELETE"),
     ("test_select_then_delete[db]", "WriteRefused: refusing to send several statements"),
+    ("test_data_modifying_cte[db]", "WriteRefused: refusing DELETE inside a statement"),
 ])
 def test_a_write_statement_never_leaves_the_client(run, check, refusal):
     outcome = run["checks"][check]
@@ -240,22 +259,23 @@ def test_a_write_statement_never_leaves_the_client(run, check, refusal):
     assert "DELETE FROM runs\n" not in run["log"]
 
 
-def test_a_data_modifying_cte_is_refused_by_the_server(run):
-    outcome = run["checks"]["test_data_modifying_cte[db]"]
+def test_a_write_hidden_in_a_function_is_refused_by_the_server(run):
+    outcome = run["checks"]["test_function_that_writes[db]"]
     assert outcome["outcome"] == "FAIL"
     assert ("WriteRefused: db: the server refused a write in a read-only session: "
-            "cannot execute SELECT in a read-only transaction") in outcome["message"]
+            "cannot execute DELETE in a read-only transaction") in outcome["message"]
     lines = run["log"].splitlines()
-    reached = [i for i, line in enumerate(lines) if line.endswith(f"statement: {CTE}")]
-    assert len(reached) == 1, "the CTE must reach the server (the client lets WITH through)"
+    reached = [i for i, line in enumerate(lines) if line.endswith(f"statement: {FUNCTION}")]
+    assert len(reached) == 1, "the call must reach the server (the client cannot see inside)"
     # The server's own refusal, in the opsverify session: user@db application: ERROR
     refusal = lines[reached[0] + 1]
-    assert "opsverify@ts_forecast_system opsverify: ERROR:  cannot execute SELECT in a " \
+    assert "opsverify@ts_forecast_system opsverify: ERROR:  cannot execute DELETE in a " \
            "read-only transaction" in refusal, refusal
 
 
 @pytest.mark.parametrize("check", ["test_insert[db]", "test_delete_behind_a_comment[db]",
-                                   "test_select_then_delete[db]", "test_data_modifying_cte[db]"])
+                                   "test_select_then_delete[db]", "test_data_modifying_cte[db]",
+                                   "test_function_that_writes[db]"])
 def test_no_row_was_written(run, check):
     counted = evidence(run["checks"][check])
     assert counted == {"runs before": 240, "runs after": 240}  # 240: the sandbox's seed

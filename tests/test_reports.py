@@ -13,14 +13,7 @@ from html import unescape
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from opsverify.sandbox.runtime import Sandbox
-from opsverify.sandbox.spec import SandboxSpec
-
 ROOT = Path(__file__).resolve().parent.parent
-FOUNDATION = {"postgres", "postgres_replica", "redis", "app"}  # the foundation's servers
-FOUNDATION_CHECKS = {"test_http.py", "test_postgres.py", "test_redis.py"}
 STAMP = re.compile(r"^\d{8}-\d{6}(-\d+)?$")
 STALE = "checks/capacity/test_postgres.py::test_stale_idle_sessions[db]"
 STUCK = "checks/health/test_postgres.py::test_sql_check[db:no_stuck_runs]"
@@ -32,27 +25,8 @@ EVIDENCE_KEYS = {"name", "target", "value", "unit", "verdict", "expected", "sour
 OUTCOMES = ["FAIL", "ERROR", "WARN", "WAIVED", "PLAN", "SKIP", "PASS"]
 
 
-def foundation(project: Any) -> dict[str, Any]:
-    """The real checks and environments/sandbox.yaml, cut down to the foundation's target
-    types and servers (HTTP, PostgreSQL, Redis): other components have their own tests, and
-    slower starts. Returns the environment, to change and write with ``write_env``."""
-    for path in (ROOT / "checks").rglob("test_*.py"):
-        if path.name in FOUNDATION_CHECKS:
-            project.write(str(path.relative_to(ROOT)), path.read_text())
-    data: dict[str, Any] = yaml.safe_load((ROOT / "environments" / "sandbox.yaml").read_text())
-    data["sandbox"] = {k: v for k, v in data["sandbox"].items() if k in FOUNDATION}
-    box = Sandbox.plan(SandboxSpec.model_validate(data["sandbox"]), frozenset())
-    provided = set(box.variables())
-    box.stop()  # only planned: this removes its work directory
-    data["targets"] = {name: target for name, target in data["targets"].items()
-                       if set(re.findall(r"\$\{(\w+)", json.dumps(target))) <= provided}
-    write_env(project, data)
-    return data
 
 
-def write_env(project: Any, data: dict[str, Any], name: str = "sandbox") -> Path:
-    text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
-    return project.write(f"environments/{name}.yaml", text)  # type: ignore[no-any-return]
 
 
 def run_dirs(project: Any, env: str = "sandbox") -> list[Path]:
@@ -67,9 +41,9 @@ def git(project: Any, *args: str) -> str:
 
 
 def test_a_run_writes_the_full_report_set(project: Any) -> None:
-    env = foundation(project)
+    env = project.use_foundation()
     env["thresholds"]["postgres.stale_idle_sessions"] = {"warn": 1, "crit": 10}
-    write_env(project, env)
+    project.write_env(env)
     git(project, "init", "-q")
     git(project, "add", "-A")
     git(project, "commit", "-q", "-m", "checks")
@@ -128,10 +102,14 @@ def test_a_run_writes_the_full_report_set(project: Any) -> None:
         "checks.capacity.test_postgres.test_stale_idle_sessions[db]"].iter("property")]
     assert ("outcome", "WARN") in stale_props
 
-    # allure-results: one result file per check.
+    # allure-results: one result file per check, the evidence attached.
     results = [json.loads(p.read_text()) for p in (run / "allure-results").glob("*-result.json")]
     assert len(results) == len(checks)
     assert {r["status"] for r in results} >= {"passed", "failed"}
+    stuck_result = next(r for r in results if r["name"] == "test_sql_check[db:no_stuck_runs]")
+    (attachment,) = [a for a in stuck_result.get("attachments", []) if a["name"] == "evidence"]
+    assert "db: sql.no_stuck_runs = 1 runs, expected ≤ 0 runs" in \
+        (run / "allure-results" / attachment["source"]).read_text()
 
     # report.html: self-contained; the header, then failures and warnings with evidence.
     html = (run / "report.html").read_text()
@@ -163,7 +141,7 @@ def test_a_run_writes_the_full_report_set(project: Any) -> None:
 
 
 def test_latest_points_at_the_newest_run(project: Any) -> None:
-    foundation(project)
+    project.use_foundation()
     first = project.run("checks/health/test_redis.py", "--target", "cache")
     assert first.returncode == 0, first.output
     second = project.run("checks/health/test_redis.py", "--target", "cache")
@@ -178,7 +156,7 @@ def test_latest_points_at_the_newest_run(project: Any) -> None:
 
 
 def test_with_xdist_the_report_set_is_written_once_by_the_controller(project: Any) -> None:
-    foundation(project)
+    project.use_foundation()
     result = project.run("-m", "daily", "-n", "2", "--sandbox-fault", "stuck-run")
     assert result.returncode == 1, result.output
     assert "2 workers" in result.stdout
@@ -187,7 +165,8 @@ def test_with_xdist_the_report_set_is_written_once_by_the_controller(project: An
                                                "allure-results"}
     data = json.loads((run / "summary.json").read_text())
     checks = {c["nodeid"]: c for c in data["checks"]}
-    assert len(checks) >= 8 and checks[STUCK]["outcome"] == "FAIL"
+    assert len(checks) >= 8
+    assert checks[STUCK]["outcome"] == "FAIL"
     # Every result reached the controller: its counts are those of the terminal's last line.
     assert data["counts"]["FAIL"] == 1
     assert f"1 failed, {data['counts']['PASS']} passed" in result.stdout

@@ -95,6 +95,9 @@ def test_sql_check(postgres: PostgresClient, sql_check: SqlCheck, evidence: Evid
             default=Threshold(warn=warn_limit, crit=crit_limit, direction=direction),
             default_source=where,
         )
-    if sql_check.expect.equals is not None:
-        evidence.expect(f"sql.{sql_check.name}", str(value), equals=str(sql_check.expect.equals),
-                        source=where)
+    expected = sql_check.expect.equals
+    if expected is not None:
+        # A number is compared as a number (1 = 1.0), anything else as text ('on').
+        numeric = not isinstance(expected, str | bool)
+        evidence.expect(f"sql.{sql_check.name}", float(value) if numeric else str(value),
+                        equals=float(expected) if numeric else str(expected), source=where)

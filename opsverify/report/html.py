@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from html import escape
 
+from opsverify.backup import levels
 from opsverify.evidence import fmt_value
 from opsverify.report.summary import RunSummary
 
@@ -43,6 +44,7 @@ def header(run: RunSummary) -> list[str]:
                 f"<li><b style='color:{COLOURS[check.outcome]}'>{check.outcome}</b> "
                 f"<code>{escape(check.nodeid)}</code><ul>{detail}</ul></li>")
         parts.append("</ul>")
+    parts += backups(run)
     if run.audit:
         parts.append("<h3>Changes applied (audit)</h3><ul id='opsverify-audit'>")
         for entry in run.audit:
@@ -77,3 +79,22 @@ def _line(m: dict[str, object]) -> str:
     if m.get("source"):
         text += f" ({m['source']})"
     return f"{text} → {m.get('verdict')}"
+
+
+def backups(run: RunSummary) -> list[str]:
+    """Per backup target: the highest level proven, each level's status, the evidence."""
+    found = levels.summarize(run.checks)
+    if not found:
+        return []
+    rows = []
+    for entry in found.values():
+        cells = "".join(
+            f"<td style='color:{COLOURS.get(state, '#757575')}'>{escape(state)}</td>"
+            for state in entry.levels.values())
+        facts = "; ".join(f"{k}: {v}" for k, v in entry.facts.items())
+        rows.append(f"<tr><td><code>{escape(entry.target)}</code></td>"
+                    f"<td><b>{escape(entry.proven)}</b></td>{cells}<td>{escape(facts)}</td></tr>")
+    head = "".join(f"<th>{lvl} {levels.MEANING[lvl]}</th>" for lvl in levels.LEVELS)
+    return ["<h3>Backups: highest level proven</h3><table id='opsverify-backups'>"
+            f"<tr><th>backup</th><th>proven</th>{head}<th>evidence</th></tr>",
+            *rows, "</table>"]

@@ -10,6 +10,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from opsverify.backup import levels
+
 OUTCOMES = ("FAIL", "ERROR", "WARN", "WAIVED", "PLAN", "SKIP", "PASS")
 
 
@@ -134,7 +136,13 @@ class RunSummary:
             "counts": self.counts,
             "checks": [asdict(c) for c in self.ordered()],
             "audit": self.audit,
-        }
+        } | self.backups()
+
+    def backups(self) -> dict[str, Any]:
+        """Per backup target, the highest level proven and its evidence; only in runs that
+        checked backups (``checks/backup/``)."""
+        found = levels.summarize(self.checks)
+        return {"backups": {t: b.to_dict() for t, b in found.items()}} if found else {}
 
 
 def git_revision(root: Path) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import signal
 import subprocess
@@ -26,6 +27,7 @@ from opsverify.sandbox.spec import PostgresComponent
 APP_ROLE = "ts_app"
 MONITOR_ROLE = "opsverify"
 REPLICATION_ROLE = "replicator"  # what the sandbox replica streams as (postgres_replica.py)
+WAL_ARCHIVE = "wal-archive"  # archive_command copies WAL here (checked by checks/backup)
 
 
 def bindir() -> Path | None:
@@ -63,6 +65,7 @@ class PostgresServer:
         self.password = ctx.password
         self.datadir = ctx.workdir / "postgres"
         self.sockdir = ctx.workdir / "pg-socket"
+        self.archive = ctx.workdir / WAL_ARCHIVE
         self.log = ctx.workdir / "postgres.log"
         self.process: subprocess.Popen[bytes] | None = None
         self.user = unprivileged_user()
@@ -87,15 +90,22 @@ class PostgresServer:
         if binaries is None:
             raise FileNotFoundError(f"PostgreSQL server binaries not found ({self.install_hint})")
         self.sockdir.mkdir()
+        self.archive.mkdir()
         if self.user:
-            for path in (self.workdir, self.sockdir):
+            for path in (self.workdir, self.sockdir, self.archive):
                 shutil.chown(path, self.user)
-        subprocess.run(
+        initdb = subprocess.run(
             [str(binaries / "initdb"), "-D", str(self.datadir), "-U", "postgres",
              "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--no-sync",
              "--locale=C"],
-            check=True, capture_output=True, user=self.user, timeout=60,
+            capture_output=True, text=True, user=self.user, timeout=60, check=False,
         )
+        if initdb.returncode != 0:
+            why = [ln for ln in (initdb.stderr or initdb.stdout).splitlines() if ln.strip()]
+            raise RuntimeError(f"initdb failed in {self.datadir}: "
+                               f"{why[-1] if why else f'exit code {initdb.returncode}'}"
+                               + (f" (it runs as {self.user}: can it enter every parent "
+                                  "directory?)" if self.user else ""))
 
     def launch(self) -> None:
         """Start the server; must run in the main thread (see process.spawn)."""
@@ -106,7 +116,10 @@ class PostgresServer:
              "-k", str(self.sockdir), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
              "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
              "-c", "log_statement=all", "-c", "log_line_prefix=%m [%p] %u@%d %a: ",
-             "-c", "max_connections=50", "-c", "shared_buffers=32MB"],
+             "-c", "max_connections=50", "-c", "shared_buffers=32MB",
+             # WAL archiving, as a PITR setup has it (checks/backup/test_postgres.py).
+             "-c", "archive_mode=on", "-c", "archive_command=test ! -f "
+             f"{shlex.quote(str(self.archive))}/%f && cp %p {shlex.quote(str(self.archive))}/%f"],
             log=self.log,
             user=self.user,
             # SIGQUIT is PostgreSQL's immediate shutdown: it also ends every backend.

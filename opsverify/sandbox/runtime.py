@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from opsverify.sandbox.app import AppServer
+from opsverify.sandbox.backups import BackupSeeder
 from opsverify.sandbox.base import Component, SandboxContext
 from opsverify.sandbox.clickhouse import ClickHouseServer
 from opsverify.sandbox.docker import DockerEngine
@@ -49,6 +50,7 @@ COMPONENTS: dict[str, Callable[[Any, SandboxContext], Component]] = {
     "prometheus": PrometheusServer,  # scrapes the app: after it
     "docker": DockerEngine,
     "moto": MotoServer,
+    "backups": BackupSeeder,  # dumps PostgreSQL, uploads to moto: after both
 }
 FAULTS: dict[str, str] = {
     name: what for cls in COMPONENTS.values() for name, what in cls.faults.items()  # type: ignore[attr-defined]

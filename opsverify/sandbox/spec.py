@@ -59,6 +59,14 @@ class SshdComponent(Section):
     """sshd on 127.0.0.1 with a generated, verified host key, and a service for host checks."""
 
 
+class BackupsComponent(Section):
+    """Backups as nightly jobs leave them (pg_dump, SQLite, a ChromaDB tarball; the dumps
+    also in the moto bucket), and a scratch database for restore drills."""
+
+    bucket: str = Field(default="gogooku3-data", pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+    region: str = Field(default="eu-west-1", pattern=r"^[a-z0-9-]+$")
+
+
 class SandboxSpec(Section):
     postgres: PostgresComponent | None = None
     postgres_replica: PostgresReplicaComponent | None = None
@@ -70,6 +78,7 @@ class SandboxSpec(Section):
     docker: DockerComponent | None = None
     moto: MotoComponent | None = None
     sshd: SshdComponent | None = None
+    backups: BackupsComponent | None = None  # after postgres, moto and sshd
 
     @model_validator(mode="before")
     @classmethod

@@ -11,6 +11,7 @@ from typing import Annotated
 from pydantic import Field
 
 from opsverify.targets.aws import AwsTarget
+from opsverify.targets.backup import BackupTarget
 from opsverify.targets.base import TargetSpec
 from opsverify.targets.clickhouse import ClickHouseTarget
 from opsverify.targets.docker import DockerTarget
@@ -33,12 +34,13 @@ TARGET_TYPES: dict[str, type[TargetSpec]] = {
     "docker": DockerTarget,
     "s3": S3Target,
     "aws": AwsTarget,
+    "backup": BackupTarget,
 }
 
 AnyTarget = Annotated[
     HttpTarget | PostgresTarget | RedisTarget | HostTarget | PrometheusTarget | ClickHouseTarget
     | SqliteTarget | DockerTarget
-    | S3Target | AwsTarget,
+    | S3Target | AwsTarget | BackupTarget,
     Field(discriminator="type"),
 ]
 

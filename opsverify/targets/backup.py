@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import math
 import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import tempfile
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
@@ -26,6 +29,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Literal, Protocol
 from urllib.parse import unquote, urlsplit
 
+import botocore.exceptions
+import urllib3.exceptions
 from pydantic import Field, field_validator, model_validator
 
 from opsverify.errors import TargetUnavailable
@@ -111,9 +116,10 @@ class BackupTarget(TargetSpec):
     checksum: list[Literal["sidecar", "s3"]] = Field(default_factory=list)
     sidecar_suffix: str = Field(default=".sha256", pattern=r"^\.[A-Za-z0-9_.-]+$")
     restore_drill: RestoreDrill | None = None
-    # Copies to the temporary directory: at most this big, within this long.
+    # Copies to the temporary directory: at most this big; the copy, and each full read of
+    # it (checksum, structure), within read_timeout_s.
     max_copy_bytes: int = Field(default=8 * 1024**3, gt=0)
-    copy_timeout_s: float = Field(default=600, gt=0, le=86400)
+    read_timeout_s: float = Field(default=600, gt=0, le=86400)
     # ssh:// only
     ssh_identity_file: str | None = None
     known_hosts: str | None = None
@@ -208,7 +214,7 @@ class BackupTarget(TargetSpec):
         return [v for v in (self.access_key_id, self.secret_access_key, self.session_token) if v]
 
 
-def drill_refusal(target: str, spec: BackupTarget, targets: dict[str, TargetSpec]) -> str | None:
+def drill_refusal(spec: BackupTarget, targets: dict[str, TargetSpec]) -> str | None:
     """Why the restore drill of ``spec`` must not run where it points, or ``None``: a
     PostgreSQL drill writes, so only into a ``postgres`` target marked ``scratch: true``."""
     drill = spec.restore_drill
@@ -216,14 +222,13 @@ def drill_refusal(target: str, spec: BackupTarget, targets: dict[str, TargetSpec
         return None
     into = targets.get(drill.into)
     if into is None:
-        return (f"{target}: restore_drill.into {drill.into!r} is not a target of this "
-                "environment")
+        return f"{drill.into!r} is not a target of this environment"
     if into.type != "postgres":
-        return (f"{target}: restore_drill.into {drill.into!r} is a {into.type} target; "
-                "a pg_dump restores into a postgres target")
+        return (f"{drill.into!r} is a {into.type} target; a pg_dump restores into a postgres "
+                "target marked scratch: true")
     if not into.scratch:
-        return (f"{target}: refusing to restore into {drill.into!r}: it is not marked "
-                "scratch: true (a restore drill writes only into scratch targets)")
+        return (f"refusing to restore into {drill.into!r}: it is not marked scratch: true "
+                "(a restore drill writes only into scratch targets)")
     return None
 
 
@@ -251,7 +256,7 @@ class Location(Protocol):
     def close(self) -> None: ...
 
 
-class TooLarge(Exception):  # noqa: N818 - a finding, raised for the check to report
+class TooLarge(Exception):
     """The backup is larger than ``max_copy_bytes``: not copied."""
 
 
@@ -302,7 +307,7 @@ class FileLocation:
             raise self._unavailable(f"cannot copy {name}: {exc.strerror}") from None
         except TimeoutError:
             raise self._unavailable(f"copying {name} took more than {timeout_s:g} s "
-                                    "(copy_timeout_s)") from None
+                                    "(read_timeout_s)") from None
 
     def stored_sha256(self, name: str) -> str | None:
         return None
@@ -378,14 +383,14 @@ class SshLocation:
             except subprocess.TimeoutExpired:
                 _kill(proc)
                 raise self._unavailable(f"copying {name} took more than {timeout_s:g} s "
-                                        "(copy_timeout_s)") from None
+                                        "(read_timeout_s)") from None
             err.seek(0)
             stderr = err.read().decode(errors="replace")
         if proc.returncode == 255:
             raise self._unavailable(ssh_cause(stderr, backend))
         if proc.returncode in (124, 137):
             raise self._unavailable(f"copying {name} took more than {timeout_s:g} s "
-                                    "(copy_timeout_s)")
+                                    "(read_timeout_s)")
         if proc.returncode != 0:
             raise self._unavailable(f"cannot copy {name}: {_last_line(stderr)}")
         if dest.stat().st_size > max_bytes:
@@ -462,6 +467,11 @@ class S3Location:
         reply = self.api.call("s3", "get_object", Bucket=self.bucket, Key=self.prefix + name,
                               deadline=Deadline.start(self.timeout_s))
         body = reply.data["Body"]
+        # A server that drips its answer keeps each read alive: at the deadline the
+        # connection is closed under the reader, which then fails.
+        watchdog = threading.Timer(timeout_s, body.close)
+        watchdog.daemon = True
+        watchdog.start()
         try:
             if int(reply.data.get("ContentLength", 0)) > max_bytes:
                 raise TooLarge(name)
@@ -469,11 +479,15 @@ class S3Location:
                 _copy_stream(body.read, out, max_bytes, deadline)
         except TimeoutError:
             raise self._unavailable(f"downloading {name} took more than {timeout_s:g} s "
-                                    "(copy_timeout_s)") from None
-        except OSError as exc:  # the socket's read timeout, a reset connection
-            raise self._unavailable(f"downloading {name} failed: {type(exc).__name__}"
-                                    ) from None
+                                    "(read_timeout_s)") from None
+        except (OSError, ValueError, botocore.exceptions.BotoCoreError,
+                urllib3.exceptions.HTTPError) as exc:
+            # The socket's read timeout, a reset connection, or the watchdog's close.
+            cause = (f"took more than {timeout_s:g} s (read_timeout_s)" if deadline.expired()
+                     else f"failed: {type(exc).__name__}")
+            raise self._unavailable(f"downloading {name} {cause}") from None
         finally:
+            watchdog.cancel()
             body.close()
 
     def stored_sha256(self, name: str) -> str | None:
@@ -559,7 +573,7 @@ class BackupClient:
             dest = self.workdir() / "copies" / PurePosixPath(backup.name).name
             dest.parent.mkdir(exist_ok=True)
             self.location.copy(backup.name, dest, self.spec.max_copy_bytes,
-                               self.spec.copy_timeout_s)
+                               self.spec.read_timeout_s)
             self._copies[backup.name] = dest
         return self._copies[backup.name]
 
@@ -602,10 +616,8 @@ def _utc(value: Any) -> datetime:
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> None:
-    try:
-        os.killpg(proc.pid, 9)
-    except ProcessLookupError:
-        pass
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
 
 

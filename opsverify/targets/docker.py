@@ -238,6 +238,9 @@ class DockerClient:
             return value  # type: ignore[no-any-return]
         if isinstance(value, NotFound | WriteRefused):
             raise value
+        if isinstance(value, requests.exceptions.Timeout) or "timed out" in str(value).lower():
+            # The SDK's own socket timeout and our deadline are the same number of seconds.
+            raise self._unavailable(f"no answer within {self.timeout_s:g} s") from None
         raise self._unavailable(_cause(value)) from None
 
     def _abandon(self) -> None:

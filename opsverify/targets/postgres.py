@@ -36,7 +36,7 @@ class Bounds(Section):
 
     max: float | None = None
     min: float | None = None
-    equals: str | float | None = None
+    equals: bool | int | float | str | None = None
 
     @model_validator(mode="after")
     def _something(self) -> Bounds:
@@ -46,7 +46,7 @@ class Bounds(Section):
 
     def violated_by(self, value: Any) -> str | None:
         """Why ``value`` is outside these bounds, or ``None``."""
-        if self.equals is not None and str(value) != str(self.equals):
+        if self.equals is not None and not same_value(value, self.equals):
             return f"expected = {self.equals}"
         number = _as_number(value)
         if (self.max is not None or self.min is not None) and number is None:
@@ -56,6 +56,15 @@ class Bounds(Section):
         if self.min is not None and number is not None and number < self.min:
             return f"expected ≥ {self.min:g}"
         return None
+
+
+def same_value(value: Any, expected: Any) -> bool:
+    """``1 == 1.0`` and ``'on' == 'on'``; a number is compared as a number, not as text."""
+    left, right = _as_number(value), _as_number(expected)
+    if left is not None and right is not None and not isinstance(value, str | bool) and \
+            not isinstance(expected, str | bool):
+        return left == right
+    return str(value) == str(expected)
 
 
 class SqlCheck(Section):
@@ -382,25 +391,56 @@ SIDE_EFFECT_FUNCTIONS = re.compile(
 )
 
 
+# Keywords that change data or schema anywhere in a statement (a data-modifying CTE hides
+# DELETE behind WITH); SELECT ... FOR UPDATE/SHARE takes row locks.
+WRITE_KEYWORDS = re.compile(
+    r"\b(insert|update|delete|merge|truncate|drop|alter|create|grant|revoke|copy|vacuum"
+    r"|cluster|reindex|lock|call|refresh|notify)\b",
+    re.IGNORECASE,
+)
+
+
 def refuse_writes(sql: str) -> None:
-    """Client-side guard: only single read statements leave a read-only client."""
-    text = _strip_comments(sql).strip().rstrip(";").strip()
-    verb = text.split(None, 1)[0].lower() if text else ""
+    """Client-side guard: only single read statements leave a read-only client.
+
+    The statement is read without its string literals, quoted identifiers and comments, so
+    neither ``'--'`` nor ``/* */`` can hide a second statement or a side effect.
+    """
+    code = _code_only(sql).strip().rstrip(";").strip()
+    verb = code.split(None, 1)[0].lower() if code else ""
     if verb not in READ_ONLY_VERBS:
         raise WriteRefused(
             f"refusing to send {verb.upper() or 'an empty statement'} from a non-destructive "
             "check (read-only: SELECT, WITH, SHOW, EXPLAIN, VALUES, TABLE)"
         )
-    if ";" in text:
+    if ";" in code:
         raise WriteRefused("refusing to send several statements from a non-destructive check")
-    effect = SIDE_EFFECT_FUNCTIONS.search(text)
+    keyword = WRITE_KEYWORDS.search(code if verb != "show" else "")
+    if keyword:
+        raise WriteRefused(f"refusing {keyword.group(1).upper()} inside a statement from a "
+                           "non-destructive check")
+    effect = SIDE_EFFECT_FUNCTIONS.search(code)
     if effect:
         raise WriteRefused(f"refusing {effect.group(1)}() from a non-destructive check: it "
                            "changes server state")
 
 
-def _strip_comments(sql: str) -> str:
-    return re.sub(r"--[^\n]*|/\*.*?\*/", " ", sql, flags=re.S)
+_LEXEMES = re.compile(
+    r"""
+      (?P<comment>--[^\n]*|/\*.*?\*/)
+    | (?P<literal>[eE]?'(?:[^']|'')*'(?!')|\$(?P<tag>[A-Za-z_]*)\$.*?\$(?P=tag)\$)
+    | (?P<ident>"(?:[^"]|"")*")
+    """,
+    re.S | re.X,
+)
+
+
+def _code_only(sql: str) -> str:
+    """``sql`` with comments removed and literals and quoted identifiers blanked."""
+    def blank(match: re.Match[str]) -> str:
+        return " " if match.lastgroup == "comment" else " _ "
+
+    return _LEXEMES.sub(blank, sql)
 
 
 def _connect_within(open_session: Callable[[], T], timeout_s: float) -> T:
@@ -444,7 +484,9 @@ def _cause(exc: psycopg.Error) -> str:
     text = text.removeprefix("connection failed: ")
     text = re.sub(r'^connection to server (at "[^"]*"( \([^)]*\))?, port \d+|on socket "[^"]*") '
                   r"failed: ", "", text)
-    return text.replace("FATAL:  ", "").strip() or type(exc).__name__
+    text = text.replace("FATAL:  ", "").strip() or type(exc).__name__
+    # libpq capitalises its own messages ("Connection refused"); the others are lower case.
+    return text[:1].lower() + text[1:] if text[1:2].islower() else text
 
 
 def _as_number(value: Any) -> float | None:

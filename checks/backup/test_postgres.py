@@ -1,0 +1,31 @@
+"""PostgreSQL's own backup stream: with ``archive_mode`` on, WAL segments reach the archive
+(``pg_stat_archiver``): the last attempt did not fail, and the last success is recent."""
+
+import pytest
+
+from opsverify.backup.service import wal_archiver
+from opsverify.evidence import EvidenceLog
+from opsverify.targets.postgres import PostgresClient
+from opsverify.thresholds import Threshold
+
+
+@pytest.mark.daily
+def test_wal_archiving(postgres: PostgresClient, evidence: EvidenceLog) -> None:
+    """WAL archiving works: no failure since the last archived segment, which is recent
+    (threshold ``backup.wal_archive_age_s``; since the server started when none yet)."""
+    archiver = wal_archiver(postgres)
+    evidence.note("archive_mode", archiver.archive_mode)
+    evidence.note("standby", archiver.in_recovery)
+    if not archiver.archiving:
+        why = ("archive_mode is off" if archiver.archive_mode == "off" else
+               f"a standby archives only with archive_mode=always (it is "
+               f"{archiver.archive_mode})")
+        pytest.skip(f"{why}: no WAL archive to check on this server")
+    evidence.note("archived_count", archiver.archived_count)
+    evidence.note("last archived WAL", archiver.last_archived_wal or "none yet")
+    evidence.note("failed_count", archiver.failed_count)
+    evidence.expect("last archive attempt",
+                    f"failed ({archiver.last_failed_wal})" if archiver.failing else "ok",
+                    equals="ok")
+    evidence.within("backup.wal_archive_age_s", round(archiver.since_archived_s, 1), unit="s",
+                    default=Threshold(warn=3600, crit=6 * 3600))
