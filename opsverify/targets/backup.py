@@ -19,6 +19,7 @@ import re
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import threading
@@ -467,9 +468,9 @@ class S3Location:
         reply = self.api.call("s3", "get_object", Bucket=self.bucket, Key=self.prefix + name,
                               deadline=Deadline.start(self.timeout_s))
         body = reply.data["Body"]
-        # A server that drips its answer keeps each read alive: at the deadline the
-        # connection is closed under the reader, which then fails.
-        watchdog = threading.Timer(timeout_s, body.close)
+        # A server that drips its answer keeps each read alive: at the deadline the socket
+        # is shut down under the reader, which then fails.
+        watchdog = threading.Timer(timeout_s, _shutdown, (body,))
         watchdog.daemon = True
         watchdog.start()
         try:
@@ -607,6 +608,19 @@ def _copy_stream(read: Any, out: Any, max_bytes: int, deadline: Deadline) -> Non
         out.write(chunk)
         if deadline.expired():
             raise TimeoutError
+
+
+def _shutdown(body: Any) -> None:
+    """Shut down the socket under a botocore streaming body (urllib3's connection), so that
+    a read blocked in it returns; closing the body instead would wait for that read."""
+    raw = getattr(body, "_raw_stream", None)
+    sock = getattr(getattr(raw, "_connection", None), "sock", None)
+    if sock is None:
+        sock = getattr(getattr(getattr(getattr(raw, "_fp", None), "fp", None), "raw", None),
+                       "_sock", None)
+    if isinstance(sock, socket.socket):
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 def _utc(value: Any) -> datetime:
