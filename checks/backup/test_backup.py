@@ -28,14 +28,31 @@ def newest_or_fail(backup: BackupClient, evidence: EvidenceLog) -> BackupFile | 
     return newest
 
 
-def local_copy(backup: BackupClient, newest: BackupFile, evidence: EvidenceLog) -> Path | None:
-    """The newest backup copied to a temporary directory (never read in place)."""
+def newest_copy(backup: BackupClient, evidence: EvidenceLog) -> tuple[BackupFile, Path] | None:
+    """The newest backup and its copy in a temporary directory (never read in place);
+    ``None`` once why not is recorded as a FAIL (nothing found, too large to copy)."""
+    newest = newest_or_fail(backup, evidence)
+    if newest is None:
+        return None
     try:
-        return backup.local_copy(newest)
+        return newest, backup.local_copy(newest)
     except TooLarge:
         evidence.expect("size", newest.size, at_most=backup.spec.max_copy_bytes, unit="bytes",
                         source=evidence.source_of("targets", backup.name, "max_copy_bytes"))
         return None
+
+
+def unpacked_newest(backup: BackupClient, evidence: EvidenceLog) -> Path | None:
+    """The newest backup's payload, decompressed from a local copy, ready to restore."""
+    found = newest_copy(backup, evidence)
+    if found is None:
+        return None
+    gz, payload = structure.unpack(found[1], backup.spec.format, backup.workdir(),
+                                   Deadline.start(backup.spec.read_timeout_s))
+    if gz is not None and not gz.ok:
+        evidence.expect("restore", f"cannot restore: gzip stream {gz.detail}", equals="ok")
+        return None
+    return payload
 
 
 # What the structure readers found, as the report names it.
@@ -110,12 +127,10 @@ def test_checksum(backup: BackupClient, evidence: EvidenceLog) -> None:
     declared = backup.spec.checksum
     if not declared:
         pytest.skip("no checksum declared (checksum: sidecar or s3): L2 does not apply")
-    newest = newest_or_fail(backup, evidence)
-    if newest is None:
+    found = newest_copy(backup, evidence)
+    if found is None:
         return
-    copy = local_copy(backup, newest, evidence)
-    if copy is None:
-        return
+    newest, copy = found
     actual = checksums.sha256_of(copy, Deadline.start(backup.spec.read_timeout_s))
     evidence.note("sha256", actual)
     where = evidence.source_of("targets", backup.name, "checksum")
@@ -138,13 +153,10 @@ def test_checksum(backup: BackupClient, evidence: EvidenceLog) -> None:
 def test_structure(backup: BackupClient, evidence: EvidenceLog) -> None:
     """L3: the newest backup, copied locally, reads to its end: the whole gzip stream, and
     the tar listing, pg_restore --list or integrity_check of what it holds."""
-    newest = newest_or_fail(backup, evidence)
-    if newest is None:
+    found = newest_copy(backup, evidence)
+    if found is None:
         return
-    copy = local_copy(backup, newest, evidence)
-    if copy is None:
-        return
-    findings = structure.read_structure(copy, backup.spec.format, backup.workdir(),
+    findings = structure.read_structure(found[1], backup.spec.format, backup.workdir(),
                                         Deadline.start(backup.spec.read_timeout_s))
     record(evidence, findings)
     for finding in findings:
@@ -159,13 +171,10 @@ def test_structure(backup: BackupClient, evidence: EvidenceLog) -> None:
 def test_full_read(backup: BackupClient, backup_full_read: str, evidence: EvidenceLog) -> None:
     """L3, full: every data block of the newest pg_dump is read by
     ``pg_restore -f /dev/null``, which --list alone never reaches."""
-    newest = newest_or_fail(backup, evidence)
-    if newest is None:
+    found = newest_copy(backup, evidence)
+    if found is None:
         return
-    copy = local_copy(backup, newest, evidence)
-    if copy is None:
-        return
-    record(evidence, structure.read_fully(copy, backup_full_read, backup.workdir(),
+    record(evidence, structure.read_fully(found[1], backup_full_read, backup.workdir(),
                                           Deadline.start(backup.spec.read_timeout_s)))
 
 
@@ -203,16 +212,8 @@ def test_restore_drill(backup: BackupClient, backup_pg_drill: RestoreDrill,
                        evidence: EvidenceLog) -> None:
     """L4: the newest pg_dump restores into a fresh database on the scratch server, with
     the declared tables and row counts; the database is dropped afterwards."""
-    newest = newest_or_fail(backup, evidence)
-    if newest is None:
-        return
-    copy = local_copy(backup, newest, evidence)
-    if copy is None:
-        return
-    gz, dump = structure.unpack(copy, backup.spec.format, backup.workdir(),
-                                Deadline.start(backup.spec.read_timeout_s))
-    if gz is not None and not gz.ok:
-        evidence.expect("restore", f"cannot restore: gzip stream {gz.detail}", equals="ok")
+    dump = unpacked_newest(backup, evidence)
+    if dump is None:
         return
     result = drill.restore_postgres(dump, backup.name, backup_pg_drill, scratch_postgres)
     judge_drill(result, backup_pg_drill, evidence,
@@ -225,16 +226,8 @@ def test_restore_drill_sqlite(backup: BackupClient, backup_sqlite_drill: Restore
                               evidence: EvidenceLog) -> None:
     """L4: the newest SQLite backup restores into a new temporary file (every row read back,
     the indexes rebuilt) that passes integrity_check and holds the declared tables."""
-    newest = newest_or_fail(backup, evidence)
-    if newest is None:
-        return
-    copy = local_copy(backup, newest, evidence)
-    if copy is None:
-        return
-    gz, database = structure.unpack(copy, backup.spec.format, backup.workdir(),
-                                    Deadline.start(backup.spec.read_timeout_s))
-    if gz is not None and not gz.ok:
-        evidence.expect("restore", f"cannot restore: gzip stream {gz.detail}", equals="ok")
+    database = unpacked_newest(backup, evidence)
+    if database is None:
         return
     result = drill.restore_sqlite(database, backup_sqlite_drill, backup.workdir())
     judge_drill(result, backup_sqlite_drill, evidence,
