@@ -73,8 +73,10 @@ def environment(path: Path, port: int, n: int) -> Path:
 def run_pytest(env: Path, reports: Path, *extra: str) -> float:
     started = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-m", "daily", "--env", str(env),
-         "--reports-dir", str(reports), "-k", "test_health", "checks/health/test_http.py",
+        # `--opt=PATH`, never `--opt PATH`: pytest would take an existing path outside the
+        # repository for its rootdir, before our options are known.
+        [sys.executable, "-m", "pytest", "-q", "-m", "daily", f"--env={env}",
+         f"--reports-dir={reports}", "-k", "test_health", "checks/health/test_http.py",
          *extra],
         cwd=ROOT, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - started
