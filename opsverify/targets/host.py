@@ -2,7 +2,8 @@
 
 ``url: local`` reads the machine the suite runs on; ``url: ssh://user@host:port`` reads a
 remote one through OpenSSH, with host-key verification on (``StrictHostKeyChecking yes``
-against ``known_hosts``; an unknown or changed key is an ERROR, never accepted). Every
+against ``known_hosts``; an unknown or changed key is an ERROR, never accepted; the ssh
+machinery is in :mod:`opsverify.targets.ssh`). Every
 command carries two deadlines: the whole operation is killed locally, and the remote side
 runs under ``timeout`` so nothing is left running there.
 
@@ -13,15 +14,9 @@ change the host; opsverify cannot tell a read from a write in a shell command.
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
 import re
-import shlex
-import shutil
-import signal
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,16 +26,20 @@ from urllib.parse import unquote, urlsplit
 import testinfra.host
 from pydantic import Field, field_validator, model_validator
 from testinfra.backend.local import LocalBackend
-from testinfra.backend.ssh import SshBackend
 from testinfra.modules.socket import parse_socketspec
 
 from opsverify.errors import TargetUnavailable
 from opsverify.targets.base import Section, TargetSpec
 from opsverify.targets.postgres import Cadence, Category
+from opsverify.targets.ssh import BoundedSshBackend, SshSession, kill_group, last_line
+
+# Re-exported: what HostClient.fetch raises, for its callers.
+from opsverify.targets.ssh import FetchFailed as FetchFailed
+from opsverify.targets.ssh import FetchTooLarge as FetchTooLarge
 
 # Our own probe, as it shows in ``ps`` while it runs: never a match for a declared process.
 PS_PROBE = "ps -Aww -o"
-CONTROL_PERSIST_S = 30  # an ssh master we lost track of (the run was killed) ends by itself
+FETCH_CHUNK = 1024 * 1024
 
 
 class ServiceCheck(Section):
@@ -289,7 +288,7 @@ class _Deadlines:
         try:
             stdout, stderr = proc.communicate(timeout=self.deadline_s)
         except subprocess.TimeoutExpired:
-            _kill_group(proc)
+            kill_group(proc)
             raise TargetUnavailable(
                 self.target, self.where,
                 f"no answer within {self.deadline_s:g} s ({_short(line)})") from None
@@ -302,22 +301,8 @@ class _LocalBackend(_Deadlines, LocalBackend):  # type: ignore[misc]  # testinfr
     NAME = "local"
 
 
-class _SshBackend(_Deadlines, SshBackend):  # type: ignore[misc]  # testinfra is untyped
-    """testinfra's OpenSSH backend; commands also run under ``timeout`` on the host."""
-
-    NAME = "ssh"
-    remote_timeout_s = 1
-
-    def get_command(self, command: str, *args: str) -> str:
-        inner = super().get_command(command, *args)
-        return f"timeout -k 1 {self.remote_timeout_s} sh -c {shlex.quote(inner)}"
-
-    def run_ssh(self, command: str) -> Any:
-        cmd, cmd_args = self._build_ssh_command(command)
-        out = self.run_local(" ".join(cmd), *cmd_args)
-        if out.rc == 255 and _ssh_failed(out.stderr):
-            raise TargetUnavailable(self.target, self.where, ssh_cause(out.stderr, self))
-        return out
+class _SshBackend(_Deadlines, BoundedSshBackend):
+    """The ssh backend (see :mod:`opsverify.targets.ssh`) under the same deadline."""
 
 
 # -- the client -------------------------------------------------------------------------
@@ -333,28 +318,19 @@ class HostClient:
         self.timeout_s = timeout_s
         self.where = "local" if spec.is_local else f"ssh {spec.address()}"
         self.connect_timeout_s = max(1, math.ceil(timeout_s))
-        self._control_dir: Path | None = None
-        self._master: subprocess.Popen[bytes] | None = None
+        self._ssh: SshSession | None = None
         self._systemd: bool | None = None
         self.backend: Any
         if spec.is_local:
             self.backend = _LocalBackend()
             self.backend.deadline_s = timeout_s
         else:
-            # The control socket's path must fit a sockaddr_un (about 100 bytes).
-            base = tempfile.gettempdir() if len(tempfile.gettempdir()) <= 40 else "/tmp"  # noqa: S108
-            self._control_dir = Path(tempfile.mkdtemp(prefix="opsverify-ssh-", dir=base))
-            parts = urlsplit(spec.url)
-            user = f"{parts.username}@" if parts.username else ""
-            host = f"[{parts.hostname}]" if ":" in (parts.hostname or "") else parts.hostname
-            self.backend = _SshBackend(
-                f"{user}{host}:{parts.port or 22}",
-                ssh_config=str(self._write_ssh_config()),
-                ssh_identity_file=spec.ssh_identity_file,
-                timeout=self.connect_timeout_s,
-                controlpersist=0,  # the master is ours: started in connect(), ended in close()
-            )
-            self.backend.remote_timeout_s = self.connect_timeout_s
+            # Our ssh_config and master (started in connect(), ended in close()).
+            self._ssh = SshSession(name, self.where, spec.url,
+                                   identity_file=spec.ssh_identity_file,
+                                   known_hosts=spec.known_hosts, timeout_s=timeout_s,
+                                   backend_class=_SshBackend)
+            self.backend = self._ssh.backend
             # The connection through the master, the remote `timeout` and its kill grace.
             self.backend.deadline_s = self.connect_timeout_s + timeout_s + 2
         self.backend.target = name
@@ -366,21 +342,17 @@ class HostClient:
     def connect(self) -> None:
         """Prove the host answers a command; over ssh, open the one verified session that
         every later command shares. Raises :class:`TargetUnavailable` within the deadline."""
-        if not self.spec.is_local:
-            self._check_local_files()
-            self._open_master()
+        if self._ssh is not None:
+            self._ssh.check_local_files()
+            self._ssh.open_master()
         result = self.run("true")
         if result.exit_status != 0:
             raise self._unavailable(f"'true' exited with {result.exit_status}: "
-                                    f"{_last_line(result.stderr)}")
+                                    f"{last_line(result.stderr)}")
 
     def close(self) -> None:
-        if self._master is not None:
-            _kill_group(self._master, signal.SIGTERM)
-            self._master = None
-        if self._control_dir is not None:
-            shutil.rmtree(self._control_dir, ignore_errors=True)
-            self._control_dir = None
+        if self._ssh is not None:
+            self._ssh.close()
 
     # -- reading ----------------------------------------------------------------------
     def run(self, command: str) -> CommandOutcome:
@@ -402,7 +374,7 @@ class HostClient:
         if result.rc != 0:
             if "No such file or directory" in result.stderr:
                 return FileState(path, exists=False)
-            raise self._unavailable(f"cannot stat {path}: {_last_line(result.stderr)}")
+            raise self._unavailable(f"cannot stat {path}: {last_line(result.stderr)}")
         kind, mode, owner, group = result.stdout.strip().split("|", 3)
         kind = {"regular file": "file", "regular empty file": "file"}.get(kind, kind)
         return FileState(path, True, kind, f"{int(mode, 8):04o}", owner, group)
@@ -450,6 +422,32 @@ class HostClient:
         raise self._unavailable(f"cannot tell whether service {name} runs: {why}; declare "
                                 "process: for it to be judged by process match")
 
+    def fetch(self, path: str, dest: Path, *, max_bytes: int, timeout_s: float) -> None:
+        """Copy the host's file ``path`` to the local ``dest``: over ssh through the verified
+        connection (``head -c``, killed locally at the deadline and by ``timeout`` on the
+        host), locally by reading it. Raises :class:`FetchTooLarge` past ``max_bytes`` (what
+        reached ``dest`` is cut short) and :class:`FetchFailed` (a ``TargetUnavailable``)
+        when the copy fails or takes more than ``timeout_s``."""
+        if self._ssh is not None:
+            self._ssh.fetch(path, dest, max_bytes, timeout_s)
+            return
+        late = f"copying {path} took more than {timeout_s:g} s"
+        deadline = time.monotonic() + timeout_s
+        copied = 0
+        try:
+            with open(path, "rb") as src, dest.open("wb") as out:
+                while chunk := src.read(FETCH_CHUNK):
+                    copied += len(chunk)
+                    if copied > max_bytes:
+                        raise FetchTooLarge(path, max_bytes)
+                    out.write(chunk)
+                    if time.monotonic() > deadline:
+                        raise FetchFailed(self.name, self.where, late, kind="timeout")
+        except OSError as exc:
+            detail = exc.strerror or type(exc).__name__
+            raise FetchFailed(self.name, self.where, f"cannot copy {path}: {detail}",
+                              kind="failed", detail=detail) from None
+
     # -- internals --------------------------------------------------------------------
     def _test(self, flag: str, path: str) -> bool:
         return int(self.backend.run("test %s %s", flag, path).rc) == 0
@@ -459,72 +457,6 @@ class HostClient:
 
     def _unavailable(self, cause: str) -> TargetUnavailable:
         return TargetUnavailable(self.name, self.where, cause)
-
-    def _check_local_files(self) -> None:
-        for key, path in (("ssh_identity_file", self.spec.ssh_identity_file),
-                          ("known_hosts", self.spec.known_hosts)):
-            if path and not os.access(path, os.R_OK):
-                raise self._unavailable(f"{key} {path} is not a readable file")
-
-    def _write_ssh_config(self) -> Path:
-        """Every option we rely on, in a file of our own: ``~/.ssh/config`` and
-        ``/etc/ssh/ssh_config`` are not read, so nothing there can weaken verification."""
-        assert self._control_dir is not None
-        lines = [
-            "Host *",
-            "  BatchMode yes",  # never prompt: no password, no 'accept this key?'
-            "  StrictHostKeyChecking yes",
-            "  UpdateHostKeys no",
-            "  PasswordAuthentication no",
-            "  KbdInteractiveAuthentication no",
-            f"  ConnectTimeout {self.connect_timeout_s}",
-            f"  ServerAliveInterval {self.connect_timeout_s}",
-            "  ServerAliveCountMax 2",
-            "  ControlMaster no",
-            f'  ControlPath "{self._control_dir}/%C"',
-            "  ForwardAgent no",
-            "  ForwardX11 no",
-            "  ClearAllForwardings yes",
-            "  RequestTTY no",
-            "  LogLevel ERROR",
-        ]
-        if self.spec.known_hosts:
-            lines += [f'  UserKnownHostsFile "{self.spec.known_hosts}"',
-                      "  GlobalKnownHostsFile /dev/null"]
-        if self.spec.ssh_identity_file:
-            lines.append("  IdentitiesOnly yes")
-        path = self._control_dir / "ssh_config"
-        path.write_text("\n".join(lines) + "\n")
-        return path
-
-    def _open_master(self) -> None:
-        """One authenticated, verified connection that later commands multiplex over."""
-        assert self._control_dir is not None
-        cmd, cmd_args = self.backend._build_ssh_command("true")
-        # testinfra's line ends with "<host> <command>": a master runs no command (-N).
-        line = self.backend.quote(" ".join(cmd[:-1]), *cmd_args[:-2])
-        parts = [*shlex.split(line), "-N", "-o", "ControlMaster=yes",
-                 "-o", "ControlPersist=no", cmd_args[-2]]
-        wrapper = ["setpriv", "--pdeathsig=SIGTERM"] if shutil.which("setpriv") else []
-        log = self._control_dir / "master.log"
-        with log.open("wb") as err:
-            self._master = subprocess.Popen(
-                [*wrapper, *parts], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=err, start_new_session=True)
-        control = self._control_dir
-        deadline = time.monotonic() + self.connect_timeout_s + self.timeout_s
-        while time.monotonic() < deadline:
-            if self._master.poll() is not None:
-                stderr = log.read_text(errors="replace")
-                self._master = None
-                raise self._unavailable(ssh_cause(stderr, self.backend))
-            if any(p.is_socket() for p in control.iterdir()):  # the master is listening
-                return
-            time.sleep(0.01)
-        self.close()
-        raise self._unavailable(f"no SSH session within {self.connect_timeout_s} s "
-                                "(the server accepted the connection but did not complete "
-                                "the handshake)")
 
 
 class _Probe:
@@ -545,57 +477,9 @@ class _Probe:
             text = str(exc)
             status = re.match(r"Unexpected exit code (\d+)", text)
             cause = (f"exit status {status.group(1)}" if status else
-                     _short(_last_line(text), 160) or type(exc).__name__)
+                     _short(last_line(text), 160) or type(exc).__name__)
             raise self.client._unavailable(f"cannot read {self.what}: {cause}") from None
         return False
-
-
-# -- ssh's messages, in one line ---------------------------------------------------------
-_SSH_ERRORS = (
-    "Host key verification failed", "REMOTE HOST IDENTIFICATION HAS CHANGED",
-    "Permission denied", "Connection refused", "timed out", "Could not resolve hostname",
-    "Connection closed", "Connection reset", "kex_exchange_identification", "No route to host",
-    "Network is unreachable", "Bad configuration option", "Too many authentication failures",
-    "ssh: connect to host", "Could not open", "not accessible", "banner exchange",
-)
-
-
-def _ssh_failed(stderr: str) -> bool:
-    """Exit status 255 is ssh's own failure only if ssh said so (a command may exit 255)."""
-    return stderr.startswith("ssh: ") or any(marker in stderr for marker in _SSH_ERRORS)
-
-
-def ssh_cause(stderr: str, backend: Any = None) -> str:
-    """What went wrong with ssh, said for an operator, from ssh's own stderr."""
-    timeout = getattr(backend, "timeout", None)
-    known = re.search(r"Add correct host key in (\S+)", stderr)
-    offered = re.search(r"The fingerprint for the (\S+) key sent by the remote host is\s*"
-                        r"\n?\s*(\S+?)\.?\s*$", stderr, re.M)
-    if "REMOTE HOST IDENTIFICATION HAS CHANGED" in stderr:
-        what = f" ({offered.group(1)} {offered.group(2)})" if offered else ""
-        where = f" in {known.group(1)}" if known else ""
-        return (f"host key verification failed: the server's key{what} does not match the "
-                f"one recorded{where}; not connecting (man-in-the-middle, or the host was "
-                "rebuilt: verify the new key out of band, then update known_hosts)")
-    if "host key is known" in stderr or "Host key verification failed" in stderr:
-        return ("host key verification failed: no key for this host in known_hosts "
-                "(StrictHostKeyChecking=yes; add the verified key, never accept it blindly)")
-    if "Permission denied" in stderr or "Too many authentication failures" in stderr:
-        match = re.search(r"Permission denied \(([^)]*)\)", stderr)
-        return "authentication failed" + (f" (server accepts: {match.group(1)})" if match else
-                                          "") + "; check ssh_identity_file and the user"
-    if "Connection refused" in stderr:
-        return "connection refused"
-    if "banner exchange" in stderr:
-        return f"no SSH banner within {timeout} s (the port accepts but does not speak SSH)"
-    if "timed out" in stderr:
-        return f"connect timed out after {timeout} s"
-    if "Could not resolve hostname" in stderr:
-        return "cannot resolve the host name"
-    if "Connection closed" in stderr or "Connection reset" in stderr or (
-            "kex_exchange_identification" in stderr):
-        return "the server closed the connection during the SSH handshake"
-    return _last_line(stderr) or "ssh failed without saying why (exit status 255)"
 
 
 # -- helpers ----------------------------------------------------------------------------
@@ -608,23 +492,6 @@ def _compiles(pattern: str | None) -> str | None:
     return pattern
 
 
-def _kill_group(proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, sig)
-    try:
-        proc.communicate(timeout=2)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    except ValueError:  # no pipes to drain
-        proc.wait()
-
-
 def _short(command: str, limit: int = 60) -> str:
     command = " ".join(command.split())
     return command if len(command) <= limit else command[: limit - 1] + "…"
-
-
-def _last_line(text: str) -> str:
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    return lines[-1] if lines else ""
