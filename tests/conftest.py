@@ -19,11 +19,12 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import yaml
 
+from opsverify.sandbox.base import Component
 from opsverify.sandbox.runtime import Sandbox
 from opsverify.sandbox.spec import AppComponent, PostgresComponent, RedisComponent, SandboxSpec
 
@@ -184,6 +185,23 @@ def sandbox() -> Iterator[Sandbox]:
     box.start()
     yield box
     box.stop()
+
+
+C = TypeVar("C", bound=Component)
+
+
+def running(component: C) -> Iterator[C]:
+    """One sandbox component started on its own, for a test fixture; stopped afterwards.
+
+    Usage: ``yield from running(MotoServer(MotoComponent(), ctx))``
+    """
+    component.prepare()
+    component.launch()
+    try:
+        component.ready()
+        yield component
+    finally:
+        component.stop()
 
 
 def processes_matching(pattern: str) -> list[str]:

@@ -19,6 +19,7 @@ from opsverify.sandbox.base import SandboxContext
 from opsverify.sandbox.moto import ALARM_PREFIX, CLUSTER, LOG_GROUP, SERVICE, MotoServer
 from opsverify.sandbox.spec import MotoComponent
 from opsverify.targets.aws import AwsClient, AwsTarget, LogGroupCheck
+from tests.conftest import running
 
 SECRET = "moto-secret-9f2c1d7e"  # the sandbox's secret access key in these tests
 CHECKS = "checks/health/test_aws.py"
@@ -51,13 +52,7 @@ def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
     """One real moto server for the module, seeded like the sandbox's."""
     ctx = SandboxContext(tmp_path_factory.mktemp("moto"), SECRET, frozenset())
     server = MotoServer(MotoComponent(), ctx)
-    server.prepare()
-    server.launch()
-    try:
-        server.ready()
-        yield server
-    finally:
-        server.stop()
+    yield from running(server)
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from opsverify.sandbox.base import SandboxContext
 from opsverify.sandbox.moto import MotoServer
 from opsverify.sandbox.redis import RedisServer
 from opsverify.sandbox.spec import MotoComponent, RedisComponent
-from tests.conftest import ROOT, Project, Result
+from tests.conftest import ROOT, Project, Result, running
 
 SECRET = "moto-backup-secret-93a1"
 BUCKET = "gogooku3-data"
@@ -67,13 +67,7 @@ def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
     """A real moto server, seeded like the sandbox's (an unversioned bucket, no table)."""
     server = MotoServer(MotoComponent(bucket=BUCKET),
                         SandboxContext(tmp_path_factory.mktemp("moto"), SECRET, frozenset()))
-    server.prepare()
-    server.launch()
-    try:
-        server.ready()
-        yield server
-    finally:
-        server.stop()
+    yield from running(server)
 
 
 @pytest.fixture
@@ -167,13 +161,7 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
         pytest.skip("redis-server not found (apt-get install redis-server)")
     tmp_path.chmod(0o755)
     server = RedisServer(RedisComponent(), SandboxContext(tmp_path, "redis-pw-b4c9", frozenset()))
-    server.prepare()
-    server.launch()
-    try:
-        server.ready()  # seeds 50 keys and SAVEs
-        yield server
-    finally:
-        server.stop()
+    yield from running(server)  # seeds 50 keys and SAVEs
 
 
 def test_redis_snapshot_age_and_bgsave_status(project: Project,

@@ -17,6 +17,7 @@ from opsverify.sandbox.base import SandboxContext
 from opsverify.sandbox.moto import MotoServer
 from opsverify.sandbox.spec import MotoComponent
 from opsverify.targets.s3 import S3Client, S3Target
+from tests.conftest import running
 
 SECRET = "moto-s3-secret-4b7e0a"
 CHECKS = "checks/health/test_s3.py"
@@ -45,13 +46,7 @@ def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
     """One real moto server for the module, seeded like the sandbox's."""
     ctx = SandboxContext(tmp_path_factory.mktemp("moto"), SECRET, frozenset())
     server = MotoServer(MotoComponent(bucket=BUCKET), ctx)
-    server.prepare()
-    server.launch()
-    try:
-        server.ready()
-        yield server
-    finally:
-        server.stop()
+    yield from running(server)
 
 
 @pytest.fixture
