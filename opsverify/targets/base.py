@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from opsverify.thresholds import Limits
 
@@ -14,6 +15,25 @@ class Section(BaseModel):
     """A part of an environment file: unknown keys are errors, values are immutable."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+Cadence = Literal["daily", "weekly", "monthly", "deploy_gate"]
+Category = Literal["health", "backup", "security", "capacity"]
+
+
+class DeclaredCheck(Section):
+    """A check written in the environment file (``sql_checks``, ``http_checks``,
+    ``command_checks``): a name for its id, and its own cadence and category markers."""
+
+    name: str = Field(pattern=r"^[a-z0-9_]+$")
+    cadence: list[Cadence] = Field(default_factory=lambda: list[Cadence](["daily"]))
+    category: Category = "health"
+    description: str = ""
+
+    @field_validator("cadence", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
 
 
 class TargetSpec(Section):

@@ -29,8 +29,7 @@ from testinfra.backend.local import LocalBackend
 from testinfra.modules.socket import parse_socketspec
 
 from opsverify.errors import TargetUnavailable
-from opsverify.targets.base import Section, TargetSpec
-from opsverify.targets.postgres import Cadence, Category
+from opsverify.targets.base import DeclaredCheck, Section, TargetSpec
 from opsverify.targets.ssh import BoundedSshBackend, SshSession, kill_group, last_line
 
 # Re-exported: what HostClient.fetch raises, for its callers.
@@ -146,25 +145,16 @@ class FileCheck(Section):
         return self.name or self.path
 
 
-class CommandCheck(Section):
+class CommandCheck(DeclaredCheck):
     """A runbook read command whose exit status (and output) must be as declared.
 
     The command runs through ``sh -c`` on the host, under the target's deadline. It must
     only read: opsverify runs it as written.
     """
 
-    name: str = Field(pattern=r"^[a-z0-9_]+$")
     command: str = Field(min_length=1)
     expect_exit: int = Field(default=0, ge=0, le=255)
     expect_output: str | None = Field(default=None, description="regex searched in stdout")
-    cadence: list[Cadence] = Field(default_factory=lambda: list[Cadence](["daily"]))
-    category: Category = "health"
-    description: str = ""
-
-    @field_validator("cadence", mode="before")
-    @classmethod
-    def _one_or_many(cls, value: Any) -> Any:
-        return [value] if isinstance(value, str) else value
 
     @field_validator("expect_output")
     @classmethod

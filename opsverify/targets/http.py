@@ -14,8 +14,7 @@ import requests
 from pydantic import Field, field_validator
 
 from opsverify.errors import TargetUnavailable, WriteRefused
-from opsverify.targets.base import Deadline, Section, TargetSpec
-from opsverify.targets.postgres import Cadence, Category
+from opsverify.targets.base import Deadline, DeclaredCheck, Section, TargetSpec
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
@@ -50,10 +49,9 @@ class RedirectProbe(Section):
         return value
 
 
-class HttpCheck(Section):
+class HttpCheck(DeclaredCheck):
     """A runbook's ``curl`` with what its answer must contain; markers from the declaration."""
 
-    name: str = Field(pattern=r"^[a-z0-9_]+$")
     path: str = "/"
     expect_status: int = 200
     expect_json: dict[str, Any] = Field(default_factory=dict)  # as in health probes
@@ -61,13 +59,10 @@ class HttpCheck(Section):
     # Header name (any case) -> expected value; ``*`` and ``?`` are wildcards.
     expect_header: dict[str, str] = Field(default_factory=dict)
     max_ms: float | None = Field(default=None, gt=0)
-    cadence: list[Cadence] = Field(default_factory=lambda: list[Cadence](["daily"]))
-    category: Category = "health"
-    description: str = ""
 
-    @field_validator("cadence", "expect_body_contains", mode="before")
+    @field_validator("expect_body_contains", mode="before")
     @classmethod
-    def _one_or_many(cls, value: Any) -> Any:
+    def _one_string_or_many(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
 
 

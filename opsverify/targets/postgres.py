@@ -22,10 +22,8 @@ from psycopg.conninfo import conninfo_to_dict
 from pydantic import Field, field_validator, model_validator
 
 from opsverify.errors import TargetUnavailable, WriteRefused
-from opsverify.targets.base import Section, TargetSpec
+from opsverify.targets.base import DeclaredCheck, Section, TargetSpec
 
-Cadence = Literal["daily", "weekly", "monthly", "deploy_gate"]
-Category = Literal["health", "backup", "security", "capacity"]
 READ_ONLY_VERBS = frozenset({"select", "with", "show", "explain", "values", "table"})
 APPLICATION_NAME = "opsverify"
 T = TypeVar("T")
@@ -67,22 +65,13 @@ def same_value(value: Any, expected: Any) -> bool:
     return str(value) == str(expected)
 
 
-class SqlCheck(Section):
+class SqlCheck(DeclaredCheck):
     """A runbook query whose single value must stay within bounds."""
 
-    name: str = Field(pattern=r"^[a-z0-9_]+$")
     query: str
     expect: Bounds
     warn: Bounds | None = None
     unit: str = ""
-    cadence: list[Cadence] = Field(default_factory=lambda: list[Cadence](["daily"]))
-    category: Category = "health"
-    description: str = ""
-
-    @field_validator("cadence", mode="before")
-    @classmethod
-    def _one_or_many(cls, value: Any) -> Any:
-        return [value] if isinstance(value, str) else value
 
 
 class PostgresTarget(TargetSpec):
