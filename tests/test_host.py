@@ -191,7 +191,7 @@ def test_schema_address_and_shorthands() -> None:
 
 
 @pytest.mark.parametrize(("keys", "error"), [
-    ({"url": "db1.example.com"}, "expected 'local' or ssh://user@host:port"),
+    ({"url": "db1.example.com"}, "expected 'local', ssh://user@host:port or docker://"),
     ({"url": "ssh://ops:hunter2@db1"}, "authenticate with ssh_identity_file"),
     ({"url": "ssh://db1/var"}, "without a path"),
     ({"url": "local", "known_hosts": "/k"}, "apply to ssh:// targets only"),

@@ -3,11 +3,14 @@
 ``url: local`` reads the machine the suite runs on; ``url: ssh://user@host:port`` reads a
 remote one through OpenSSH, with host-key verification on (``StrictHostKeyChecking yes``
 against ``known_hosts``; an unknown or changed key is an ERROR, never accepted; the ssh
-machinery is in :mod:`opsverify.targets.ssh`). Every
+machinery is in :mod:`opsverify.targets.ssh`); ``url: docker://[user@]container`` reads a
+running container through ``docker exec`` (testinfra's docker backend), on the engine named
+by ``docker_host`` (given to the docker CLI in its own environment only). Every
 command carries two deadlines: the whole operation is killed locally, and the remote side
 runs under ``timeout`` so nothing is left running there.
 
-The client only inspects (``stat``, ``ss``, ``ps``, the init system's status). Declared
+The client only inspects (``stat``, ``ss``, ``ps``, ``df``, ``/proc/meminfo``, the init
+system's status). Declared
 ``command_checks`` run as written: they are the runbook's own read commands and must not
 change the host; opsverify cannot tell a read from a write in a shell command.
 """
@@ -15,7 +18,10 @@ change the host; opsverify cannot tell a read from a write in a shell command.
 from __future__ import annotations
 
 import math
+import os
 import re
+import shlex
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass
@@ -25,6 +31,7 @@ from urllib.parse import unquote, urlsplit
 
 import testinfra.host
 from pydantic import Field, field_validator, model_validator
+from testinfra.backend.docker import DockerBackend
 from testinfra.backend.local import LocalBackend
 from testinfra.modules.socket import parse_socketspec
 
@@ -38,7 +45,11 @@ from opsverify.targets.ssh import FetchTooLarge as FetchTooLarge
 
 # Our own probe, as it shows in ``ps`` while it runs: never a match for a declared process.
 PS_PROBE = "ps -Aww -o"
+BUSYBOX_PS = "ps -o pid,user,comm,args"
 FETCH_CHUNK = 1024 * 1024
+# What `docker exec` accepts as a container name (and testinfra's optional user@).
+CONTAINER = re.compile(r"^(?:[A-Za-z0-9_.-]+@)?[A-Za-z0-9][A-Za-z0-9_.-]*$")
+DOCKER_HOST_SCHEMES = ("unix", "tcp", "ssh", "fd", "npipe")
 
 
 class ServiceCheck(Section):
@@ -164,30 +175,58 @@ class CommandCheck(DeclaredCheck):
 
 class HostTarget(TargetSpec):
     type: Literal["host"]
-    url: str  # "local" or ssh://user@host[:port]
+    url: str  # "local", ssh://user@host[:port] or docker://[user@]container
     ssh_identity_file: str | None = None
     known_hosts: str | None = Field(
         default=None, description="the only known_hosts consulted; default: ~/.ssh/known_hosts")
+    docker_host: str | None = Field(
+        default=None, description="the engine of a docker:// target, as DOCKER_HOST: "
+                                  "unix:///run/docker.sock; default: the docker CLI's own")
     services: list[ServiceCheck] = Field(default_factory=list)
     ports: list[PortCheck] = Field(default_factory=list)
     processes: list[ProcessCheck] = Field(default_factory=list)
     files: list[FileCheck] = Field(default_factory=list)
     command_checks: list[CommandCheck] = Field(default_factory=list)
+    filesystems: list[str] = Field(
+        default_factory=list, description="paths whose file system's use is checked (df)")
+    memory: bool = Field(default=False, description="check memory use (/proc/meminfo)")
 
     @field_validator("url")
     @classmethod
     def _host_url(cls, value: str) -> str:
         if value == "local":
             return value
+        if value.startswith("docker://"):
+            if not CONTAINER.match(value.removeprefix("docker://")):
+                raise ValueError("expected docker://container or docker://user@container")
+            return value
         parts = urlsplit(value)
         if parts.scheme != "ssh" or not parts.hostname:
-            raise ValueError("expected 'local' or ssh://user@host:port")
+            raise ValueError("expected 'local', ssh://user@host:port or docker://container")
         if parts.password is not None:
             raise ValueError("a password in an ssh:// URL is not supported: authenticate "
                              "with ssh_identity_file")
         if parts.path not in ("", "/") or parts.query or parts.fragment:
             raise ValueError("expected ssh://user@host:port, without a path or query")
         _ = parts.port  # raises ValueError for a port that is not a number
+        return value
+
+    @field_validator("docker_host")
+    @classmethod
+    def _engine(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in DOCKER_HOST_SCHEMES:
+            raise ValueError("expected an engine address as DOCKER_HOST takes it: "
+                             "unix:///path/docker.sock, tcp://host:2376, ssh://user@host")
+        return value
+
+    @field_validator("filesystems")
+    @classmethod
+    def _paths(cls, value: list[str]) -> list[str]:
+        for path in value:
+            if not path.startswith("/"):
+                raise ValueError(f"{path!r}: expected an absolute path")
+        if len(set(value)) != len(value):
+            raise ValueError("a path is listed twice")
         return value
 
     @field_validator("services", mode="before")
@@ -199,17 +238,32 @@ class HostTarget(TargetSpec):
 
     @model_validator(mode="after")
     def _ssh_keys_only_for_ssh(self) -> HostTarget:
-        if self.is_local and (self.ssh_identity_file or self.known_hosts):
+        if self.kind != "ssh" and (self.ssh_identity_file or self.known_hosts):
             raise ValueError("ssh_identity_file and known_hosts apply to ssh:// targets only")
+        if self.kind != "docker" and self.docker_host:
+            raise ValueError("docker_host applies to docker:// targets only")
         return self
+
+    @property
+    def kind(self) -> Literal["local", "ssh", "docker"]:
+        if self.url == "local":
+            return "local"
+        return "docker" if self.url.startswith("docker://") else "ssh"
 
     @property
     def is_local(self) -> bool:
         return self.url == "local"
 
+    @property
+    def container(self) -> str:
+        """A docker:// target's ``[user@]container``."""
+        return self.url.removeprefix("docker://")
+
     def address(self) -> str:
         if self.is_local:
             return "local"
+        if self.kind == "docker":
+            return self.container
         parts = urlsplit(self.url)
         user = f"{unquote(parts.username)}@" if parts.username else ""
         return f"{user}{parts.hostname}:{parts.port or 22}"
@@ -245,6 +299,43 @@ class ProcessInfo:
 
 
 @dataclass(frozen=True)
+class DiskUsage:
+    """What ``df -P`` says of the file system holding ``path`` (sizes in KiB)."""
+
+    path: str
+    filesystem: str
+    mounted_on: str
+    size_kib: int
+    used_kib: int
+    free_kib: int  # available to unprivileged users, as df's "Available"
+    inodes: int  # 0 where the file system keeps no inode count (btrfs, vfat)
+    inodes_used: int
+    inodes_free: int
+
+    @property
+    def used_pct(self) -> float:
+        """Used of what users can have (used + available), as df's Capacity, unrounded."""
+        usable = self.used_kib + self.free_kib
+        return round(100.0 * self.used_kib / usable, 1) if usable else 0.0
+
+    @property
+    def inodes_used_pct(self) -> float | None:
+        return round(100.0 * self.inodes_used / self.inodes, 1) if self.inodes else None
+
+
+@dataclass(frozen=True)
+class MemoryUsage:
+    """``/proc/meminfo``: used is what is not available without swapping (KiB)."""
+
+    total_kib: int
+    available_kib: int
+
+    @property
+    def used_pct(self) -> float:
+        return round(100.0 * (self.total_kib - self.available_kib) / self.total_kib, 1)
+
+
+@dataclass(frozen=True)
 class ServiceState:
     """Whether a service runs, and how that was decided."""
 
@@ -266,12 +357,13 @@ class _Deadlines:
     target = ""
     where = ""
     deadline_s = 0.0
+    env: dict[str, str] | None = None  # the command's own environment (None: ours)
 
     def run_local(self, command: str, *args: str) -> Any:
         line = self.quote(command, *args)  # type: ignore[attr-defined]
         started = time.monotonic()
         proc = subprocess.Popen(  # noqa: S602 - testinfra builds the line with shlex.quote
-            line, shell=True,
+            line, shell=True, env=self.env,
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             start_new_session=True,  # so that a deadline ends the whole command, children too
         )
@@ -295,6 +387,27 @@ class _SshBackend(_Deadlines, BoundedSshBackend):
     """The ssh backend (see :mod:`opsverify.targets.ssh`) under the same deadline."""
 
 
+class _DockerBackend(_Deadlines, DockerBackend):  # type: ignore[misc]  # testinfra is untyped
+    """testinfra's ``docker exec`` backend under the same deadline; in the container the
+    command also runs under ``timeout`` where the image has one (busybox and coreutils do),
+    since ending the local ``docker exec`` does not end what it started."""
+
+    NAME = "docker"
+    remote_timeout_s = 1
+
+    def get_command(self, command: str, *args: str) -> str:
+        inner = shlex.quote(super().get_command(command, *args))
+        limit = self.remote_timeout_s
+        return (f"if command -v timeout >/dev/null 2>&1; then exec timeout -k 1 {limit} "
+                f"/bin/sh -c {inner}; else exec /bin/sh -c {inner}; fi")
+
+    def run(self, command: str, *args: str, **kwargs: Any) -> Any:
+        out = super().run(command, *args, **kwargs)
+        if out.rc != 0 and _docker_failed(out.stderr):
+            raise TargetUnavailable(self.target, self.where, docker_cause(out.stderr, self.name))
+        return out
+
+
 # -- the client -------------------------------------------------------------------------
 class HostClient:
     """Reads one host through testinfra, local or over ssh, every command under a deadline.
@@ -306,14 +419,26 @@ class HostClient:
         self.name = name
         self.spec = spec
         self.timeout_s = timeout_s
-        self.where = "local" if spec.is_local else f"ssh {spec.address()}"
+        self.where = "local" if spec.is_local else f"{spec.kind} {spec.address()}"
         self.connect_timeout_s = max(1, math.ceil(timeout_s))
         self._ssh: SshSession | None = None
         self._systemd: bool | None = None
+        self._busybox: bool | None = None  # /bin/ps is busybox's
         self.backend: Any
         if spec.is_local:
             self.backend = _LocalBackend()
             self.backend.deadline_s = timeout_s
+        elif spec.kind == "docker":
+            self.backend = _DockerBackend(spec.container)
+            self.backend.remote_timeout_s = self.connect_timeout_s
+            # The exec's own start-up, the container's `timeout` and its kill grace.
+            self.backend.deadline_s = self.connect_timeout_s + 2
+            self.backend._encoding = "utf-8"  # testinfra would ask python in the container
+            if spec.docker_host:
+                # The engine for this command only: os.environ is not touched, and a
+                # DOCKER_CONTEXT of ours would conflict with DOCKER_HOST.
+                env = {k: v for k, v in os.environ.items() if k != "DOCKER_CONTEXT"}
+                self.backend.env = env | {"DOCKER_HOST": spec.docker_host}
         else:
             # Our ssh_config and master (started in connect(), ended in close()).
             self._ssh = SshSession(name, self.where, spec.url,
@@ -335,6 +460,9 @@ class HostClient:
         if self._ssh is not None:
             self._ssh.check_local_files()
             self._ssh.open_master()
+        if self.spec.kind == "docker" and shutil.which("docker") is None:
+            raise self._unavailable("the docker CLI is not installed here "
+                                    "(apt-get install docker.io, or docker-ce-cli)")
         result = self.run("true")
         if result.exit_status != 0:
             raise self._unavailable(f"'true' exited with {result.exit_status}: "
@@ -349,7 +477,8 @@ class HostClient:
         """Run one shell command; over ssh it also runs under ``timeout`` on the host."""
         result = self.backend.run(command)
         elapsed = float(getattr(result, "elapsed_s", 0.0))
-        if (not self.spec.is_local and result.rc in (124, 137)
+        # 124/137: coreutils' timeout; 143: busybox's, which reports the TERM it sent.
+        if (not self.spec.is_local and result.rc in (124, 137, 143)
                 and elapsed >= self.backend.remote_timeout_s):
             raise self._unavailable(
                 f"command did not finish within {self.backend.remote_timeout_s} s on the "
@@ -369,6 +498,32 @@ class HostClient:
         kind = {"regular file": "file", "regular empty file": "file"}.get(kind, kind)
         return FileState(path, True, kind, f"{int(mode, 8):04o}", owner, group)
 
+    def disk_usage(self, path: str) -> DiskUsage | None:
+        """``df -P`` (KiB blocks, then inodes) for the file system holding ``path``, in one
+        round trip; ``None`` when ``path`` does not exist."""
+        # Asked first: busybox's df says "can't find mount point" for a missing path.
+        result = self.backend.run("test -e %s || exit 99; LC_ALL=C df -P -k -- %s && "
+                                  "LC_ALL=C df -P -i -- %s", path, path, path)
+        if result.rc != 0:
+            if result.rc == 99 and not result.stdout:
+                return None
+            raise self._unavailable(f"cannot read df {path}: "
+                                    f"{last_line(result.stderr) or f'exit status {result.rc}'}")
+        try:
+            return parse_df(path, result.stdout)
+        except ValueError as exc:
+            raise self._unavailable(f"cannot read df {path}: {exc}") from None
+
+    def memory(self) -> MemoryUsage:
+        """Memory in use, from ``/proc/meminfo``'s MemTotal and MemAvailable."""
+        result = self.run("cat /proc/meminfo")
+        if result.exit_status != 0:
+            raise self._unavailable(f"cannot read /proc/meminfo: {last_line(result.stderr)}")
+        try:
+            return parse_meminfo(result.stdout)
+        except ValueError as exc:
+            raise self._unavailable(f"cannot read /proc/meminfo: {exc}") from None
+
     def listening(self, socketspec: str) -> bool:
         """Whether ``tcp://host:port``, ``udp://…`` or ``unix:///path`` is listening (ss)."""
         with self._probe(f"listening sockets ({socketspec})"):
@@ -378,12 +533,39 @@ class HostClient:
                   user: str | None = None) -> list[ProcessInfo]:
         """Processes by exact executable name and user, and a regex over the command line."""
         filters = {k: v for k, v in (("comm", comm), ("user", user)) if v is not None}
-        with self._probe("process list"):
-            found = self.host.process.filter(**filters)
-            rows = [ProcessInfo(int(p["pid"]), str(p["comm"]), str(p["args"])) for p in found]
+        if self._busybox is None:
+            self._busybox = self.backend.run("readlink -f /bin/ps").stdout.strip().endswith(
+                "/busybox")
+        if self._busybox:
+            rows = self._busybox_processes(comm=comm, user=user)
+        else:
+            with self._probe("process list"):
+                found = self.host.process.filter(**filters)
+                rows = [ProcessInfo(int(p["pid"]), str(p["comm"]), str(p["args"]))
+                        for p in found]
         pattern = re.compile(args) if args else None
         return [p for p in rows if PS_PROBE not in p.args
                 and (pattern is None or pattern.search(p.args))]
+
+    def _busybox_processes(self, *, comm: str | None, user: str | None) -> list[ProcessInfo]:
+        """busybox's ``ps`` (containers): testinfra asks it for a ``time`` column that
+        Debian's busybox does not have."""
+        result = self.backend.run(BUSYBOX_PS)
+        if result.rc != 0:
+            raise self._unavailable(f"cannot read process list: {last_line(result.stderr)}")
+        # Ours: the ps, and busybox timeout's watchers (they outlive our commands briefly).
+        ours = (BUSYBOX_PS, f"timeout -k 1 {getattr(self.backend, 'remote_timeout_s', 0)} ")
+        rows = []
+        for line in result.stdout.splitlines()[1:]:
+            parts = line.split(None, 3)
+            if len(parts) < 3 or not parts[0].isdigit():
+                raise self._unavailable(f"cannot read process list: unexpected line {line!r}")
+            args = parts[3] if len(parts) > 3 else ""
+            if any(mark in args for mark in ours) or (comm and parts[2] != comm) or (
+                    user and parts[1] != user):
+                continue
+            rows.append(ProcessInfo(int(parts[0]), parts[2], args))
+        return rows
 
     def service(self, check: ServiceCheck) -> ServiceState:
         """Whether a service runs, asked of the init system that manages it; where none
@@ -421,6 +603,9 @@ class HostClient:
         if self._ssh is not None:
             self._ssh.fetch(path, dest, max_bytes, timeout_s)
             return
+        if not self.spec.is_local:
+            raise FetchFailed(self.name, self.where, f"cannot copy {path}: copying from "
+                              f"{self.spec.kind}:// hosts is not supported", kind="failed")
         late = f"copying {path} took more than {timeout_s:g} s"
         deadline = time.monotonic() + timeout_s
         copied = 0
@@ -470,6 +655,82 @@ class _Probe:
                      _short(last_line(text), 160) or type(exc).__name__)
             raise self.client._unavailable(f"cannot read {self.what}: {cause}") from None
         return False
+
+
+# -- parsers, strict: what we cannot read is an ERROR, never a guess --------------------------
+_DF_ROW = re.compile(r"^(?P<fs>.+?)\s+(?P<total>\d+)\s+(?P<used>\d+)\s+(?P<free>\d+)\s+"
+                     r"(?:\d+%|-)\s+(?P<mount>/.*)$")
+
+
+def parse_df(path: str, text: str) -> DiskUsage:
+    """``df -P -k`` then ``df -P -i`` of one path: a header and one row each."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    if len(lines) != 4 or not (lines[0].startswith("Filesystem")
+                               and lines[2].startswith("Filesystem")):
+        raise ValueError(f"unexpected df output ({len(lines)} lines, expected 2 headers "
+                         "and 2 rows)")
+    rows = [_DF_ROW.match(lines[1]), _DF_ROW.match(lines[3])]
+    blocks, inodes = rows
+    if blocks is None or inodes is None:
+        raise ValueError(f"unexpected df row {lines[1 if blocks is None else 3]!r}")
+    return DiskUsage(path, blocks["fs"], blocks["mount"], int(blocks["total"]),
+                     int(blocks["used"]), int(blocks["free"]), int(inodes["total"]),
+                     int(inodes["used"]), int(inodes["free"]))
+
+
+def parse_meminfo(text: str) -> MemoryUsage:
+    """MemTotal and MemAvailable (Linux 3.14 and later), in kB as the kernel writes them."""
+    fields: dict[str, int] = {}
+    for line in text.splitlines():
+        match = re.fullmatch(r"(\w+(?:\(\w+\))?):\s+(\d+)(?: kB)?\s*", line)
+        if match:
+            fields[match[1]] = int(match[2])
+    for key in ("MemTotal", "MemAvailable"):
+        if key not in fields:
+            raise ValueError(f"no {key} line" + (" (a kernel older than 3.14)"
+                                                 if key == "MemAvailable" else ""))
+    if fields["MemTotal"] <= 0 or fields["MemAvailable"] > fields["MemTotal"]:
+        raise ValueError(f"MemTotal {fields['MemTotal']} kB, MemAvailable "
+                         f"{fields['MemAvailable']} kB make no sense")
+    return MemoryUsage(fields["MemTotal"], fields["MemAvailable"])
+
+
+def size_text(kib: int) -> str:
+    """``df -h``'s way of writing a size: ``1.5 GiB``."""
+    value = float(kib)
+    for unit in ("KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.1f} {unit}" if unit != "KiB" else f"{kib} KiB"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+# -- the docker CLI's messages, in one line -------------------------------------------------
+_DOCKER_ERRORS = ("Error response from daemon", "Cannot connect to the Docker daemon",
+                  "error during connect", "OCI runtime exec failed", "docker: not found",
+                  "docker: command not found", "Error: No such container")
+
+
+def _docker_failed(stderr: str) -> bool:
+    """Whether the docker CLI (not the command in the container) failed."""
+    return any(marker in stderr for marker in _DOCKER_ERRORS)
+
+
+def docker_cause(stderr: str, container: str) -> str:
+    """What went wrong with ``docker exec``, said for an operator."""
+    if "is not running" in stderr or "is paused" in stderr:
+        state = "paused" if "is paused" in stderr else "not running"
+        return f"container {container} is {state} (docker exec needs a running container)"
+    if "No such container" in stderr:
+        return f"no such container {container} on the engine"
+    if "Cannot connect to the Docker daemon" in stderr or "error during connect" in stderr:
+        return "cannot connect to the Docker engine (is dockerd running? check docker_host)"
+    if "docker: not found" in stderr or "docker: command not found" in stderr:
+        return "the docker CLI is not installed here (apt-get install docker.io)"
+    if "OCI runtime exec failed" in stderr:
+        return ("cannot run /bin/sh in the container (docker exec: "
+                f"{_short(last_line(stderr).split('exec failed:', 1)[-1].strip(), 100)})")
+    return _short(last_line(stderr).removeprefix("Error response from daemon: "), 160)
 
 
 # -- helpers ----------------------------------------------------------------------------
