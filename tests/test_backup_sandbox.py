@@ -57,8 +57,9 @@ def run(project: Project, *faults: str, data: dict[str, Any] | None = None,
     args = [a for f in faults for a in ("--sandbox-fault", f)]
     result = project.run("-m", marks, "-p", "no:xdist", *args, timeout=180,
                          env={"OPSVERIFY_SANDBOX_PASSWORD": PASSWORD})
-    summary = json.loads((project.latest() / "summary.json").read_text())
-    return result, summary
+    written = project.latest() / "summary.json"
+    assert written.exists(), f"exit {result.returncode}, no summary.json:\n{result.output[-3000:]}"
+    return result, json.loads(written.read_text())
 
 
 def outcomes(summary: dict[str, Any]) -> dict[str, str]:
