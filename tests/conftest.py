@@ -84,13 +84,7 @@ class Project:
         environment, to change and write back with :meth:`write_env`."""
         for check in FOUNDATION_CHECKS:
             self.write(check, (ROOT / check).read_text())
-        data: dict[str, Any] = yaml.safe_load((ROOT / "environments" / "sandbox.yaml").read_text())
-        data["sandbox"] = {k: v for k, v in data["sandbox"].items() if k in FOUNDATION}
-        box = Sandbox.plan(SandboxSpec.model_validate(data["sandbox"]), frozenset())
-        provided = set(box.variables())
-        box.stop()  # only planned: this removes its work directory
-        data["targets"] = {name: target for name, target in data["targets"].items()
-                           if set(re.findall(r"\$\{(\w+)", json.dumps(target))) <= provided}
+        data = sandbox_subset(FOUNDATION)
         self.write_env(data)
         return data
 
@@ -119,6 +113,19 @@ class Project:
             cwd=self.path, env=environ, capture_output=True, text=True, timeout=timeout,
         )
         return Result(proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started)
+
+
+def sandbox_subset(components: set[str] | tuple[str, ...]) -> dict[str, Any]:
+    """environments/sandbox.yaml with only ``components`` in its sandbox section, and only
+    the targets whose variables those components provide."""
+    data: dict[str, Any] = yaml.safe_load((ROOT / "environments" / "sandbox.yaml").read_text())
+    data["sandbox"] = {k: v for k, v in data["sandbox"].items() if k in components}
+    box = Sandbox.plan(SandboxSpec.model_validate(data["sandbox"]), frozenset())
+    provided = set(box.variables())
+    box.stop()  # only planned: this removes its work directory
+    data["targets"] = {name: target for name, target in data["targets"].items()
+                       if set(re.findall(r"\$\{(\w+)", json.dumps(target))) <= provided}
+    return data
 
 
 @pytest.fixture

@@ -13,9 +13,7 @@ import pytest
 import yaml
 
 from opsverify.sandbox.postgres import bindir
-from opsverify.sandbox.runtime import Sandbox
-from opsverify.sandbox.spec import SandboxSpec
-from tests.conftest import ROOT, HungServer, Project, Result
+from tests.conftest import ROOT, HungServer, Project, Result, sandbox_subset
 
 pytestmark = pytest.mark.skipif(bindir() is None,
                                 reason="PostgreSQL not found (apt-get install postgresql)")
@@ -38,14 +36,7 @@ CHECKS = sorted(
 def environment() -> dict[str, Any]:
     """environments/sandbox.yaml, cut down to the servers backups need, and the targets
     those servers provide."""
-    data: dict[str, Any] = yaml.safe_load((ROOT / "environments" / "sandbox.yaml").read_text())
-    data["sandbox"] = {k: v for k, v in data["sandbox"].items() if k in COMPONENTS}
-    box = Sandbox.plan(SandboxSpec.model_validate(data["sandbox"]), frozenset())
-    provided = set(box.variables())
-    box.stop()  # only planned: this removes its work directory
-    data["targets"] = {name: spec for name, spec in data["targets"].items()
-                       if set(re.findall(r"\$\{(\w+)", json.dumps(spec))) <= provided}
-    return data
+    return sandbox_subset(COMPONENTS)
 
 
 def run(project: Project, *faults: str, data: dict[str, Any] | None = None,

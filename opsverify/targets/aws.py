@@ -26,6 +26,7 @@ from pydantic import Field, field_validator, model_validator
 
 from opsverify.errors import TargetUnavailable, WriteRefused
 from opsverify.targets.base import Deadline, Section, TargetSpec
+from opsverify.targets.http import http_url
 
 # Operation names a read-only client may send: they read, they never change anything.
 READ_PREFIXES = ("Describe", "List", "Get", "Filter", "Head")
@@ -61,12 +62,7 @@ class AwsTargetSpec(TargetSpec):
     @field_validator("endpoint_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("expected an http:// or https:// URL")
-        return value
+        return None if value is None else http_url(value)
 
     @model_validator(mode="after")
     def _key_pair(self) -> AwsTargetSpec:

@@ -85,10 +85,7 @@ class HttpTarget(TargetSpec):
     @field_validator("url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("expected an http:// or https:// URL")
-        return value
+        return http_url(value)
 
     @field_validator("health", "redirects", mode="before")
     @classmethod
@@ -131,6 +128,14 @@ class HttpResponse:
 
     def text(self) -> str:
         return self.body.decode("utf-8", errors="replace")
+
+
+def http_url(value: str) -> str:
+    """The validator of every ``url`` that opsverify reads over HTTP."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("expected an http:// or https:// URL")
+    return value
 
 
 class ReadOnlySession(requests.Session):

@@ -15,7 +15,7 @@ from pydantic import Field, field_validator
 
 from opsverify.errors import TargetUnavailable
 from opsverify.targets.base import TargetSpec
-from opsverify.targets.http import HttpClient, HttpResponse, HttpTarget
+from opsverify.targets.http import HttpClient, HttpResponse, HttpTarget, http_url
 
 
 class PrometheusTarget(TargetSpec):
@@ -31,10 +31,7 @@ class PrometheusTarget(TargetSpec):
     @field_validator("url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("expected an http:// or https:// URL")
-        return value
+        return http_url(value)
 
     @field_validator("expect_up")
     @classmethod
