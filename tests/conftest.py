@@ -213,5 +213,5 @@ def running(component: C) -> Iterator[C]:
 
 def processes_matching(pattern: str) -> list[str]:
     """Command lines of live (non-zombie) processes matching ``pattern``."""
-    out = subprocess.run(["ps", "-eo", "stat=,args="], capture_output=True, text=True).stdout
+    out = subprocess.run(["ps", "-ww", "-eo", "stat=,args="], capture_output=True, text=True).stdout
     return [line for line in out.splitlines() if pattern in line and not line.startswith("Z")]

@@ -105,7 +105,7 @@ def test_probe(n):
     time.sleep(0.1)  # long enough for both workers to take some
     with open(os.environ["PROBE_OUT"], "a") as out:
         out.write(json.dumps({"worker": os.environ.get("PYTEST_XDIST_WORKER"),
-                              "ps": os.popen("ps -eo pid=,args=").read()}) + "\\n")
+                              "ps": os.popen("ps -ww -eo pid=,args=").read()}) + "\\n")
 '''
 
 
