@@ -190,7 +190,10 @@ def start_and_wait_for_sleeper(project: Any, tmp_path: Path,
     proc = subprocess.Popen(
         [sys.executable, "-m", "pytest", "-p", "no:randomly", "-m", "daily"],
         cwd=project.path, env=environ({DIR_VAR: str(sandbox_dir), "SLEEP_MARK": str(mark)}),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        # As at a terminal: a background job of a script inherits SIGINT ignored, and
+        # Python then installs no KeyboardInterrupt handler.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while not mark.exists():
         if proc.poll() is not None or time.monotonic() > deadline:

@@ -220,6 +220,8 @@ class PostgresClient:
         except TimeoutError:
             raise self._unavailable(f"no answer within {self.timeout_s:g} s") from None
         except psycopg.OperationalError as exc:
+            if "timeout expired" in str(exc):  # libpq's own deadline fired first: the same
+                raise self._unavailable(f"no answer within {self.timeout_s:g} s") from None
             raise self._unavailable(_cause(exc)) from None
         if not self.writable:
             conn.read_only = True
