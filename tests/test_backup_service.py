@@ -1,6 +1,7 @@
 """Service-side backup checks against real servers in good and bad states: S3 versioning and
 replication and DynamoDB PITR and on-demand backups on a real moto server, Redis's LASTSAVE
-on a real redis-server. (PostgreSQL's WAL archive is covered in test_backup_sandbox.py.)"""
+on a real redis-server, and whether PostgreSQL archives WAL as its target declares (a real
+primary and standby; a failing archive_command is covered in test_backup_sandbox.py)."""
 
 from __future__ import annotations
 
@@ -196,3 +197,57 @@ def test_redis_snapshot_age_and_bgsave_status(project: Project,
 def test_which_servers_archive_wal(mode: str, in_recovery: bool, archiving: bool) -> None:
     archiver = WalArchiver(mode, in_recovery, 0, "", 1.0, 0, "", failing=False)
     assert archiver.archiving is archiving
+
+
+ARCHIVING = """
+settings: {timeout_s: 3}
+sandbox:
+  postgres: {}
+  postgres_replica: {}
+targets:
+  db: {type: postgres, dsn: "${SANDBOX_POSTGRES_DSN}", wal_archiving: true}
+  db-undeclared: {type: postgres, dsn: "${SANDBOX_POSTGRES_DSN}"}
+  db-replica: {type: postgres, dsn: "${SANDBOX_POSTGRES_REPLICA_DSN}", wal_archiving: true}
+  db-replica-unchecked:
+    {type: postgres, dsn: "${SANDBOX_POSTGRES_REPLICA_DSN}", wal_archiving: false}
+"""
+
+
+def run_wal_checks(project: Project, *args: str) -> tuple[Result, dict[str, Any]]:
+    project.write("checks/backup/test_postgres.py",
+                  (ROOT / "checks/backup/test_postgres.py").read_text())
+    project.write("environments/wal.yaml", ARCHIVING)
+    result = project.run("--env", "wal", "-p", "no:xdist", *args, timeout=90)
+    summary = json.loads((project.latest("wal") / "summary.json").read_text())
+    return result, {c["nodeid"].split("::", 1)[1]: c for c in summary["checks"]}
+
+
+def test_wal_archiving_is_required_where_declared(project: Project) -> None:
+    """``wal_archiving: true`` on a server that does not archive FAILs (here the standby,
+    which runs with archive_mode off); ``false`` is not collected; undeclared, a server that
+    archives is checked."""
+    result, checks = run_wal_checks(project)
+    assert result.returncode == 1, result.output
+    assert {k: c["outcome"] for k, c in checks.items()} == {
+        "test_wal_archiving[db]": "PASS", "test_wal_archiving[db-undeclared]": "PASS",
+        "test_wal_archiving[db-replica]": "FAIL"}
+    assert failed(checks["test_wal_archiving[db-replica]"]) == {
+        "WAL archiving": "no: archive_mode is off"}
+
+
+def test_archive_mode_switched_off_fails_where_required_and_skips_where_not(
+        project: Project) -> None:
+    result, checks = run_wal_checks(project, "--sandbox-fault", "wal-archive-off")
+    assert result.returncode == 1, result.output
+    assert failed(checks["test_wal_archiving[db]"]) == {
+        "WAL archiving": "no: archive_mode is off"}
+    assert "db: WAL archiving = 'no: archive_mode is off', expected = 'yes' " \
+           "(environments/wal.yaml:" in result.stdout
+    skipped = checks["test_wal_archiving[db-undeclared]"]
+    assert skipped["outcome"] == "SKIP"
+    assert "archive_mode is off: no WAL archive to check on this server (declare " \
+           "wal_archiving: true to require one)" in skipped["message"]
+
+
+def failed(check: dict[str, Any]) -> dict[str, Any]:
+    return {m["name"]: m["value"] for m in check["evidence"] if m["verdict"] == "FAIL"}

@@ -10,9 +10,11 @@ from opsverify.thresholds import Threshold
 
 
 @pytest.mark.daily
-def test_wal_archiving(postgres: PostgresClient, evidence: EvidenceLog) -> None:
+def test_wal_archiving(postgres: PostgresClient, postgres_wal_archiving: bool | None,
+                       evidence: EvidenceLog) -> None:
     """WAL archiving works: no failure since the last archived segment, which is recent
-    (threshold ``backup.wal_archive_age_s``; since the server started when none yet)."""
+    (threshold ``backup.wal_archive_age_s``; since the server started when none yet).
+    A target declaring ``wal_archiving: true`` fails on a server that does not archive."""
     archiver = wal_archiver(postgres)
     evidence.note("archive_mode", archiver.archive_mode)
     evidence.note("standby", archiver.in_recovery)
@@ -20,7 +22,13 @@ def test_wal_archiving(postgres: PostgresClient, evidence: EvidenceLog) -> None:
         why = ("archive_mode is off" if archiver.archive_mode == "off" else
                f"a standby archives only with archive_mode=always (it is "
                f"{archiver.archive_mode})")
-        pytest.skip(f"{why}: no WAL archive to check on this server")
+        if postgres_wal_archiving:
+            evidence.expect("WAL archiving", f"no: {why}", equals="yes",
+                            source=evidence.source_of("targets", postgres.name,
+                                                      "wal_archiving"))
+            return
+        pytest.skip(f"{why}: no WAL archive to check on this server "
+                    "(declare wal_archiving: true to require one)")
     evidence.note("archived_count", archiver.archived_count)
     evidence.note("last archived WAL", archiver.last_archived_wal or "none yet")
     evidence.note("failed_count", archiver.failed_count)

@@ -9,10 +9,12 @@ from typing import ClassVar
 from opsverify.sandbox.base import SandboxContext
 from opsverify.sandbox.process import free_port, port_open, spawn, stop, wait_until
 from opsverify.sandbox.spec import AppComponent
+from opsverify.sandbox.tls import TlsFiles, make_tls
 
 
 class AppServer:
-    """The demo HTTP service in its own Python process."""
+    """The demo HTTP service in its own Python process: plain HTTP on ``port``, the same
+    routes over TLS on ``tls_port`` with a certificate from the run's own CA."""
 
     name: ClassVar[str] = "app"
     install_hint: ClassVar[str] = "pip install -e ."
@@ -22,12 +24,16 @@ class AppServer:
         "redirect-broken": "the demo service answers /docs with 404 instead of redirecting "
                            "to /docs/ (a lost rewrite rule)",
         "metrics-disabled": "the demo service answers /metrics with 404 (exporter switched off)",
+        "cert-expired": "the demo service's TLS certificate expired yesterday (a renewal job "
+                        "that stopped running)",
     }
 
     def __init__(self, spec: AppComponent, ctx: SandboxContext) -> None:
         self.spec = spec
         self.ctx = ctx
         self.port = free_port()
+        self.tls_port = free_port()
+        self.tls: TlsFiles | None = None
         # /health/detailed reports these by TCP reachability, like a real app's dependencies.
         self.dependencies = {label: ctx.ports[name] for name, label in
                              (("postgres", "database"), ("redis", "cache")) if name in ctx.ports}
@@ -38,20 +44,29 @@ class AppServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def tls_url(self) -> str:
+        return f"https://127.0.0.1:{self.tls_port}"
+
     def variables(self) -> dict[str, str]:
-        return {"SANDBOX_APP_URL": self.url}
+        return {"SANDBOX_APP_URL": self.url, "SANDBOX_APP_TLS_URL": self.tls_url,
+                "SANDBOX_CA_FILE": str(self.ctx.workdir / "tls" / "ca.pem")}
 
     def prepare(self) -> None:
-        pass
+        self.tls = make_tls(self.ctx.workdir / "tls", expired="cert-expired" in self.ctx.faults)
 
     def launch(self) -> None:
         argv = [sys.executable, "-m", "opsverify.sandbox.demo_app", "--port", str(self.port)]
         argv += [f"--fault={f}" for f in sorted(self.ctx.faults & self.faults.keys())]
         argv += [f"--dependency={n}={p}" for n, p in sorted(self.dependencies.items())]
+        if self.tls is not None:
+            argv += ["--tls-port", str(self.tls_port), "--cert", str(self.tls.cert),
+                     "--key", str(self.tls.key)]
         self.process = spawn(argv, log=self.log)
 
     def ready(self) -> None:
-        wait_until(lambda: port_open(self.port), timeout_s=15, what="demo app",
+        wait_until(lambda: port_open(self.port) and port_open(self.tls_port), timeout_s=15,
+                   what="demo app",
                    process=self.process, log=self.log)
 
     def inject(self, faults: frozenset[str]) -> None:

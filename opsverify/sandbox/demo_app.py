@@ -3,7 +3,8 @@
 ``/health`` answers liveness, ``/health/detailed`` checks its real dependencies (TCP to the
 sandbox PostgreSQL and Redis) per component like the ERPFTS runbook, ``/metrics`` speaks the
 Prometheus text format, ``/docs`` redirects to ``/docs/`` as FastAPI behind a proxy does.
-Run as ``python -m opsverify.sandbox.demo_app --port N``.
+Run as ``python -m opsverify.sandbox.demo_app --port N``; with ``--tls-port M --cert F --key
+K`` it also answers the same routes over TLS (certificates from ``sandbox/tls.py``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import argparse
 import json
 import socket
+import ssl
+import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -31,6 +34,26 @@ class DemoApp(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", port), Handler)
         self.faults = faults
         self.dependencies = dependencies
+
+
+class TlsDemoApp(DemoApp):
+    """The same service over TLS. The handshake runs in the request's own thread, so a
+    client that never completes it holds up nobody else."""
+
+    def __init__(self, port: int, context: ssl.SSLContext, **kwargs: Any) -> None:
+        super().__init__(port, **kwargs)
+        self.context = context
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        request.settimeout(5)
+        try:
+            tls = self.context.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError):
+            return  # the client refused our certificate, or went away
+        try:
+            super().finish_request(tls, client_address)
+        finally:
+            tls.close()
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -126,8 +149,16 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--fault", action="append", default=[])
     parser.add_argument("--dependency", action="append", default=[], metavar="NAME=PORT")
+    parser.add_argument("--tls-port", type=int)
+    parser.add_argument("--cert")
+    parser.add_argument("--key")
     args = parser.parse_args()
     deps = {name: int(port) for name, port in (d.split("=", 1) for d in args.dependency)}
+    if args.tls_port:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(args.cert, args.key)
+        tls = TlsDemoApp(args.tls_port, context, faults=set(args.fault), dependencies=deps)
+        threading.Thread(target=tls.serve_forever, daemon=True).start()
     DemoApp(args.port, faults=set(args.fault), dependencies=deps).serve_forever()
 
 

@@ -56,6 +56,8 @@ class PostgresServer:
         "db-down": "PostgreSQL is not started: its port refuses connections",
         "idle-connections": f"the application leaves {IDLE_SESSIONS} sessions idle in PostgreSQL",
         "stuck-run": "a run has been 'running' for 30 hours",
+        "wal-archive-off": "PostgreSQL runs with archive_mode=off (switched off for a "
+                           "maintenance window and never back on): no WAL reaches the archive",
     }
 
     def __init__(self, spec: PostgresComponent, ctx: SandboxContext) -> None:
@@ -66,6 +68,7 @@ class PostgresServer:
         self.datadir = ctx.workdir / "postgres"
         self.sockdir = ctx.workdir / "pg-socket"
         self.archive = ctx.workdir / WAL_ARCHIVE
+        self.archive_mode = "off" if "wal-archive-off" in ctx.faults else "on"
         self.log = ctx.workdir / "postgres.log"
         self.process: subprocess.Popen[bytes] | None = None
         self.user = unprivileged_user()
@@ -118,7 +121,7 @@ class PostgresServer:
              "-c", "log_statement=all", "-c", "log_line_prefix=%m [%p] %u@%d %a: ",
              "-c", "max_connections=50", "-c", "shared_buffers=32MB",
              # WAL archiving, as a PITR setup has it (checks/backup/test_postgres.py).
-             "-c", "archive_mode=on", "-c", "archive_command=test ! -f "
+             "-c", f"archive_mode={self.archive_mode}", "-c", "archive_command=test ! -f "
              f"{shlex.quote(str(self.archive))}/%f && cp %p {shlex.quote(str(self.archive))}/%f"],
             log=self.log,
             user=self.user,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -143,6 +144,10 @@ class ReadOnlySession(requests.Session):
 
     def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> Any:
         _refuse_unsafe(method)
+        # Given per request, the target's verify_tls wins: a session's own value loses to
+        # REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE (psf/requests#3829), so a declared CA or
+        # ``verify_tls: false`` would be ignored wherever those are set.
+        kwargs.setdefault("verify", self.verify)
         return super().request(method, url, *args, **kwargs)
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> Any:
@@ -207,6 +212,11 @@ class HttpClient:
             raise self._unavailable(f"TLS verification failed: {_reason(exc)}") from None
         except requests.exceptions.ConnectionError as exc:
             raise self._unavailable(f"cannot connect: {_reason(exc)}") from None
+        except OSError as exc:  # requests' own check of verify_tls, before connecting
+            if "CA certificate bundle" not in str(exc):
+                raise
+            raise self._unavailable(f"verify_tls {self.spec.verify_tls} is not a readable CA "
+                                    "bundle") from None
 
     def redirect_target(self, path: str, location: str | None) -> str | None:
         """Where a ``Location`` answered for ``path`` points, shown as a path when it stays
@@ -237,6 +247,9 @@ class HttpClient:
 def _reason(exc: Exception) -> str:
     """The innermost cause of a requests error, without the URL (it may hold credentials)."""
     text = str(exc)
+    verify = re.search(r"certificate verify failed: ([^(]+?)\s*\(_ssl", text)
+    if verify:  # OpenSSL's reason: expired, unknown issuer, self-signed, hostname mismatch
+        return f"certificate verify failed: {verify.group(1)}"
     for marker in ("Connection refused", "Name or service not known", "timed out",
                    "Connection reset", "certificate verify failed", "Remote end closed"):
         if marker in text:

@@ -86,6 +86,9 @@ class PostgresTarget(TargetSpec):
     expect_replicas: int | None = Field(default=None, ge=0)
     # A client session idle longer than this counts as stale (runbook: 1 hour).
     idle_session_max_age_s: float = Field(default=3600, gt=0)
+    # WAL archiving (PITR): true = required, a server that does not archive FAILs; false =
+    # not checked (a replica that does not archive); unset = checked where it is switched on.
+    wal_archiving: bool | None = None
     sql_checks: list[SqlCheck] = Field(default_factory=list)
 
     @field_validator("min_version", mode="before")
