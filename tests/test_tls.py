@@ -36,6 +36,11 @@ targets:
     url: ${SANDBOX_APP_TLS_URL}
     verify_tls: /nonexistent/ca.pem
     health: {path: /health}
+  not-a-ca:  # a file, but no certificate in it
+    type: http
+    url: ${SANDBOX_APP_TLS_URL}
+    verify_tls: ${NOT_A_CA}
+    health: {path: /health}
 """
 
 
@@ -44,9 +49,11 @@ def run(project: Project, tmp_path: Path, *args: str) -> tuple[Result, dict[str,
     project.write("environments/tls.yaml", ENV)
     # A CA bundle of the machine's own, unrelated to the sandbox CA, as corporate images set.
     other = make_tls(tmp_path / "corporate")
+    not_a_ca = tmp_path / "notes.pem"
+    not_a_ca.write_text("renew the certificate before March\n")
     result = project.run("--env", "tls", "-p", "no:xdist", *args, timeout=90,
                          env={"REQUESTS_CA_BUNDLE": str(other.ca),
-                              "CURL_CA_BUNDLE": str(other.ca)})
+                              "CURL_CA_BUNDLE": str(other.ca), "NOT_A_CA": str(not_a_ca)})
     summary = json.loads((project.latest("tls") / "summary.json").read_text())
     return result, {c["nodeid"].split("[", 1)[1].split(":", 1)[0]: c for c in summary["checks"]}
 
@@ -67,6 +74,10 @@ def test_verified_against_the_declared_ca_and_refused_without_it(
     assert missing["outcome"] == "ERROR"
     assert missing["message"].endswith(
         "verify_tls /nonexistent/ca.pem is not a readable CA bundle"), missing["message"]
+    # The path came from the process environment, so it is masked like any such value.
+    assert checks["not-a-ca"]["outcome"] == "ERROR"
+    assert checks["not-a-ca"]["message"].endswith("holds no CA certificate"), \
+        checks["not-a-ca"]["message"]
     assert "Traceback" not in result.output
 
 

@@ -209,6 +209,9 @@ class HttpClient:
         except (requests.exceptions.ReadTimeout, requests.exceptions.Timeout):
             raise self._unavailable(f"no answer within {self.timeout_s:g} s") from None
         except requests.exceptions.SSLError as exc:
+            if "no certificate or crl found" in str(exc).lower():
+                raise self._unavailable(f"verify_tls {self.spec.verify_tls} holds no CA "
+                                        "certificate") from None
             raise self._unavailable(f"TLS verification failed: {_reason(exc)}") from None
         except requests.exceptions.ConnectionError as exc:
             raise self._unavailable(f"cannot connect: {_reason(exc)}") from None
