@@ -53,7 +53,11 @@ CAUGHT = {
                                    "/health status": lambda v: v == "unhealthy"},
         DETAILED: {"GET /health/detailed status": lambda v: v == 503,
                    "/health/detailed components.embedding_model.status":
-                       lambda v: v == "unhealthy"}}),
+                       lambda v: v == "unhealthy"},
+        # The same service over TLS: verified, and as unhealthy.
+        "checks/health/test_http.py::test_health[api-tls:/health]": {
+            "GET /health status": lambda v: v == 503,
+            "/health status": lambda v: v == "unhealthy"}}),
     "slow-app": Caught(fails={
         "checks/health/test_http.py::test_latency_p95[api:/health]":
             {"http.latency_p95_ms": lambda v: v > 300},
