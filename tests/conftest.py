@@ -99,6 +99,16 @@ class Project:
     def latest(self, env: str = "sandbox") -> Path:
         return (self.reports / env / "latest").resolve()
 
+    def checks(self, env: str = "sandbox") -> dict[str, dict[str, Any]]:
+        """Outcome, message and evidence of each check of the latest run in ``env``, from
+        its summary.json, keyed ``test_name[id]``."""
+        summary = json.loads((self.latest(env) / "summary.json").read_text())
+        return {c["nodeid"].split("::", 1)[1]: c for c in summary["checks"]}
+
+    def copy_check(self, relative: str) -> None:
+        """One stock check module, ``checks/<category>/test_<type>.py``, into the project."""
+        self.write(relative, (ROOT / relative).read_text())
+
     def run(self, *args: str, env: dict[str, str] | None = None, timeout: float = 120,
             ) -> Result:
         """``python -m pytest ARGS`` in the project, in a subprocess, like a user."""

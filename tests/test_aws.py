@@ -68,8 +68,7 @@ def run_checks(project: Any, server: MotoServer, env_text: str = ENV,
     project.copy_checks()
     project.write("environments/cloud.yaml", env_text)
     result = project.run(CHECKS, "--env", "cloud", *args, env=server.variables())
-    summary = json.loads((project.latest("cloud") / "summary.json").read_text())
-    checks = {c["nodeid"].split("::", 1)[1]: c for c in summary["checks"]}
+    checks = project.checks("cloud")
     return result, checks
 
 

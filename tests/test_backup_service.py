@@ -5,7 +5,6 @@ primary and standby; a failing archive_command is covered in test_backup_sandbox
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from collections.abc import Iterator
@@ -50,8 +49,7 @@ def run_checks(project: Project, env: str, files: tuple[str, ...],
         project.write(f"checks/backup/{name}", (ROOT / "checks" / "backup" / name).read_text())
     project.write("environments/svc.yaml", env)
     result = project.run("--env", "svc", "-p", "no:xdist", "-rs", env=variables, timeout=90)
-    summary = json.loads((project.latest("svc") / "summary.json").read_text())
-    return result, {c["nodeid"].split("::", 1)[1]: c for c in summary["checks"]}
+    return result, project.checks("svc")
 
 
 def outcomes(checks: dict[str, Any]) -> dict[str, str]:
@@ -214,12 +212,10 @@ targets:
 
 
 def run_wal_checks(project: Project, *args: str) -> tuple[Result, dict[str, Any]]:
-    project.write("checks/backup/test_postgres.py",
-                  (ROOT / "checks/backup/test_postgres.py").read_text())
+    project.copy_check("checks/backup/test_postgres.py")
     project.write("environments/wal.yaml", ARCHIVING)
     result = project.run("--env", "wal", "-p", "no:xdist", *args, timeout=90)
-    summary = json.loads((project.latest("wal") / "summary.json").read_text())
-    return result, {c["nodeid"].split("::", 1)[1]: c for c in summary["checks"]}
+    return result, project.checks("wal")
 
 
 def test_wal_archiving_is_required_where_declared(project: Project) -> None:

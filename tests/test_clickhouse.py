@@ -3,7 +3,6 @@ real clickhouse-server (Debian's 18.16) started by the sandbox, as a user runs t
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ from opsverify.sandbox.process import free_port
 from opsverify.sandbox.runtime import Sandbox
 from opsverify.sandbox.spec import ClickHouseComponent, SandboxSpec
 from opsverify.targets.clickhouse import ClickHouseClient, ClickHouseTarget, literal
-from tests.conftest import ROOT, HungServer, Project, Result
+from tests.conftest import HungServer, Project, Result
 
 needs_clickhouse = pytest.mark.skipif(
     component.binary() is None,
@@ -53,13 +52,11 @@ targets:
 
 def run_checks(project: Project, env: str, *args: str) -> tuple[Result, dict[str, Any]]:
     """Run the stock clickhouse checks in ``project``; outcomes keyed ``test[target]``."""
-    project.write("checks/health/test_clickhouse.py",
-                  (ROOT / "checks/health/test_clickhouse.py").read_text())
+    project.copy_check("checks/health/test_clickhouse.py")
     project.write("environments/ch.yaml", env)
     result = project.run("--env", "ch", "-p", "no:xdist", *args,
                          env={"OPSVERIFY_SANDBOX_PASSWORD": PASSWORD}, timeout=90)
-    summary = json.loads((project.latest("ch") / "summary.json").read_text())
-    checks = {c["nodeid"].split("::", 1)[1]: c for c in summary["checks"]}
+    checks = project.checks("ch")
     assert PASSWORD not in result.output
     for path in project.latest("ch").rglob("*"):
         if path.is_file():

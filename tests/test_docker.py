@@ -3,7 +3,6 @@ and every check PASS/FAIL/WARN/SKIP/ERROR against a real private Docker engine."
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
@@ -51,13 +50,11 @@ def sandbox_docker_env() -> str:
 def run_checks(project: Project, env: str, *args: str,
                environ: dict[str, str] | None = None) -> tuple[Result, dict[str, Any]]:
     """Run the stock docker checks in ``project``; outcomes keyed ``test[target:container]``."""
-    project.write("checks/health/test_docker.py",
-                  (ROOT / "checks/health/test_docker.py").read_text())
+    project.copy_check("checks/health/test_docker.py")
     project.write("environments/dock.yaml", env)
     result = project.run("--env", "dock", "-p", "no:xdist", "-m", "daily", *args,
                          env=environ, timeout=120)
-    summary = json.loads((project.latest("dock") / "summary.json").read_text())
-    checks = {c["nodeid"].split("::", 1)[1]: c for c in summary["checks"]}
+    checks = project.checks("dock")
     return result, checks
 
 

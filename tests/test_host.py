@@ -4,7 +4,6 @@ started by the sandbox, as a user runs the suite."""
 
 from __future__ import annotations
 
-import json
 import os
 import pwd
 import shutil
@@ -24,7 +23,7 @@ from opsverify.sandbox.runtime import Sandbox
 from opsverify.sandbox.spec import SandboxSpec, SshdComponent
 from opsverify.sandbox.sshd import WORKER
 from opsverify.targets.host import HostClient, HostTarget, ServiceCheck
-from tests.conftest import ROOT, HungServer, Project, Result, processes_matching
+from tests.conftest import HungServer, Project, Result, processes_matching
 
 needs_sshd = pytest.mark.skipif(
     not (shutil.which("sshd") or Path("/usr/sbin/sshd").exists()) or not shutil.which("ssh"),
@@ -140,8 +139,7 @@ def keygen(path: Path) -> None:
 def run_checks(project: Project, keys: dict[str, str], hung: HungServer,
                *args: str) -> tuple[Result, dict[str, Any]]:
     """Run the stock host checks in ``project``; outcomes keyed ``test[target:item]``."""
-    project.write("checks/health/test_host.py",
-                  (ROOT / "checks/health/test_host.py").read_text())
+    project.copy_check("checks/health/test_host.py")
     project.write("environments/hosts.yaml", SANDBOX_ENV % keys)
     # The impostor's known_hosts must name the sandbox's port, which the run chooses: a
     # wildcard entry matches any port of 127.0.0.1.
@@ -155,8 +153,7 @@ def run_checks(project: Project, keys: dict[str, str], hung: HungServer,
         assert not processes_matching(tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    summary = json.loads((project.latest("hosts") / "summary.json").read_text())
-    checks = {c["nodeid"].split("::", 1)[1]: c for c in summary["checks"]}
+    checks = project.checks("hosts")
     return result, checks
 
 

@@ -4,7 +4,6 @@ and FAIL for the right reason against real file systems (tmpfs mounted here and 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import subprocess
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ from opsverify.targets.host import (
     parse_meminfo,
     size_text,
 )
-from tests.conftest import ROOT, Project
+from tests.conftest import Project
 
 DF = """Filesystem     1024-blocks  Used Available Capacity Mounted on
 /dev/vda         264212084 25861556  80529356      25% /
@@ -141,13 +140,11 @@ targets:
 
 def test_capacity_checks_pass_and_fail_for_the_right_reasons(
         project: Project, mounts: dict[str, Path]) -> None:
-    project.write("checks/capacity/test_host.py",
-                  (ROOT / "checks/capacity/test_host.py").read_text())
+    project.copy_check("checks/capacity/test_host.py")
     project.write("environments/caps.yaml", ENV % {k: str(v) for k, v in mounts.items()})
     result = project.run("--env", "caps", "-p", "no:xdist", timeout=60)
     assert result.returncode == 1, result.output
-    summary = json.loads((project.latest("caps") / "summary.json").read_text())
-    checks = {c["nodeid"].split("::", 1)[1]: c for c in summary["checks"]}
+    checks = project.checks("caps")
     outcomes = {k: c["outcome"] for k, c in checks.items()}
     full, inodes = f"bad:{mounts['full']}", f"bad:{mounts['no-inodes']}"
     assert outcomes == {
@@ -182,8 +179,7 @@ def test_capacity_checks_pass_and_fail_for_the_right_reasons(
 
 
 def test_no_target_declaring_memory_is_a_skip_that_says_so(project: Project) -> None:
-    project.write("checks/capacity/test_host.py",
-                  (ROOT / "checks/capacity/test_host.py").read_text())
+    project.copy_check("checks/capacity/test_host.py")
     project.write("environments/caps.yaml",
                   "targets:\n  laptop: {type: host, url: local, filesystems: [/]}\n")
     result = project.run("--env", "caps", "-p", "no:xdist", "-rs", timeout=60)

@@ -3,14 +3,13 @@ service, healthy and then broken with sandbox faults, as a user runs the suite."
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
 from opsverify.targets.http import HttpCheck, HttpTarget, RedirectProbe, header_matches
-from tests.conftest import ROOT, Project, Result
+from tests.conftest import Project, Result
 
 ENV = """
 settings: {timeout_s: 3}
@@ -50,11 +49,10 @@ FAULTS = ("redirect-broken", "metrics-disabled", "slow-app")
 
 def run_checks(project: Project, *args: str) -> tuple[Result, dict[str, Any]]:
     """Run the stock http checks in ``project``; outcomes keyed ``test[id]``."""
-    project.write("checks/health/test_http.py", (ROOT / "checks/health/test_http.py").read_text())
+    project.copy_check("checks/health/test_http.py")
     project.write("environments/web.yaml", ENV)
     result = project.run("--env", "web", "-p", "no:xdist", *args, timeout=90)
-    summary = json.loads((project.latest("web") / "summary.json").read_text())
-    return result, {c["nodeid"].split("::", 1)[1]: c for c in summary["checks"]}
+    return result, project.checks("web")
 
 
 def failing(check: dict[str, Any]) -> dict[str, Any]:
@@ -127,7 +125,7 @@ def test_each_check_passes_on_a_healthy_service(project: Project) -> None:
 def test_checks_need_their_declarations(project: Project) -> None:
     """A target that declares no redirect, http_check or max_ms gets no such check, and the
     declared cadence and category of an http_check are its markers."""
-    project.write("checks/health/test_http.py", (ROOT / "checks/health/test_http.py").read_text())
+    project.copy_check("checks/health/test_http.py")
     project.write("environments/web.yaml", ENV)
     listed = project.run("--env", "web", "--collect-only", "-q").stdout
     assert "test_redirect[api:/docs]" in listed
@@ -168,7 +166,7 @@ def test_each_check_fails_for_the_right_reason_on_a_broken_service(project: Proj
 
 def test_a_redirect_to_the_wrong_place_fails(project: Project) -> None:
     env = ENV.replace("to: /docs/, status: 301", "to: /documentation/, status: 302")
-    project.write("checks/health/test_http.py", (ROOT / "checks/health/test_http.py").read_text())
+    project.copy_check("checks/health/test_http.py")
     project.write("environments/web.yaml", env)
     result = project.run("--env", "web", "-p", "no:xdist", "-k", "test_redirect and api:")
     assert result.returncode == 1, result.output

@@ -4,7 +4,6 @@ what they are not, lagging (replay paused) and broken (``--sandbox-fault replica
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -19,7 +18,7 @@ from opsverify.sandbox.process import wait_until
 from opsverify.sandbox.runtime import Sandbox
 from opsverify.sandbox.spec import PostgresComponent, PostgresReplicaComponent, SandboxSpec
 from opsverify.targets.postgres import PostgresTarget, version_num
-from tests.conftest import ROOT, Project, Result
+from tests.conftest import Project, Result
 
 pytestmark = pytest.mark.skipif(bindir() is None,
                                 reason="PostgreSQL not found (apt-get install postgresql)")
@@ -78,12 +77,10 @@ def replicated() -> Iterator[Sandbox]:
 def run_checks(project: Project, env: str, *args: str,
                variables: dict[str, str] | None = None) -> tuple[Result, dict[str, Any]]:
     """Run the stock postgres health checks; outcomes keyed ``test[id]``."""
-    project.write("checks/health/test_postgres.py",
-                  (ROOT / "checks/health/test_postgres.py").read_text())
+    project.copy_check("checks/health/test_postgres.py")
     project.write("environments/pg.yaml", env)
     result = project.run("--env", "pg", "-p", "no:xdist", *args, env=variables, timeout=90)
-    summary = json.loads((project.latest("pg") / "summary.json").read_text())
-    return result, {c["nodeid"].split("::", 1)[1]: c for c in summary["checks"]}
+    return result, project.checks("pg")
 
 
 def dsns(box: Sandbox) -> dict[str, str]:

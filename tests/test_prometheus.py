@@ -3,7 +3,6 @@ Prometheus (Debian's ``prometheus``) started by the sandbox, as a user runs the 
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 from typing import Any
@@ -13,7 +12,7 @@ from pydantic import ValidationError
 
 from opsverify.sandbox.process import free_port
 from opsverify.targets.prometheus import Alert, PrometheusTarget
-from tests.conftest import ROOT, HungServer, Project, Result, processes_matching
+from tests.conftest import HungServer, Project, Result, processes_matching
 
 needs_prometheus = pytest.mark.skipif(shutil.which("prometheus") is None,
                                       reason="prometheus not found (apt-get install prometheus)")
@@ -49,13 +48,11 @@ targets:
 
 def run_checks(project: Project, env: str, *args: str) -> tuple[Result, dict[str, Any]]:
     """Run the stock prometheus checks in ``project``; outcomes keyed ``test[target]``."""
-    project.write("checks/health/test_prometheus.py",
-                  (ROOT / "checks/health/test_prometheus.py").read_text())
+    project.copy_check("checks/health/test_prometheus.py")
     project.write("environments/prom.yaml", env)
     result = project.run("--env", "prom", "-p", "no:xdist", *args,
                          env={"PROM_TOKEN": TOKEN}, timeout=90)
-    summary = json.loads((project.latest("prom") / "summary.json").read_text())
-    checks = {c["nodeid"].split("::", 1)[1]: c for c in summary["checks"]}
+    checks = project.checks("prom")
     return result, checks
 
 

@@ -8,7 +8,6 @@ test can show which statements reached the server and which never left the clien
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 import threading
@@ -225,8 +224,7 @@ def run(tmp_path_factory: pytest.TempPathFactory, recorder: Recorder,
                           ENVIRONMENT.format(recorder_port=recorder.port), WRITES)
     result = project.run("--env", "readonly", "-p", "no:randomly",
                          env={"OPSVERIFY_SANDBOX_DIR": str(sandbox_dir)})
-    summary = json.loads((project.latest("readonly") / "summary.json").read_text())
-    checks = {c["nodeid"].split("::", 1)[1]: c for c in summary["checks"]}
+    checks = project.checks("readonly")
     log = (sandbox_dir / "postgres.log").read_text(errors="replace")
     return {"result": result, "checks": checks, "log": log}
 
@@ -407,8 +405,7 @@ def bypass_run(tmp_path_factory: pytest.TempPathFactory,
     project = new_project(tmp_path_factory.mktemp("bypass"), environment, BYPASSES)
     result = project.run("--env", "readonly", "-p", "no:randomly",
                          "--sandbox-fault", "idle-connections")
-    summary = json.loads((project.latest("readonly") / "summary.json").read_text())
-    checks = {c["nodeid"].split("::", 1)[1]: c for c in summary["checks"]}
+    checks = project.checks("readonly")
     assert set(checks) == {"test_set_config_then_delete[db]", "test_terminate_a_session[db]",
                            "test_redis_write[cache-pipeline]",
                            "test_redis_write[cache-slowlog-reset]",

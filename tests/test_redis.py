@@ -4,7 +4,6 @@ suite; and the read-only client allows CONFIG GET but never CONFIG SET."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import time
@@ -19,7 +18,7 @@ from pydantic import ValidationError
 from opsverify.errors import TargetUnavailable, WriteRefused
 from opsverify.sandbox.process import free_port, port_open, spawn, stop, wait_until
 from opsverify.targets.redis import RedisClient, RedisTarget
-from tests.conftest import ROOT, Project, Result
+from tests.conftest import Project, Result
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
                                 reason="redis-server not found (apt-get install redis-server)")
@@ -63,11 +62,10 @@ def admin(url: str) -> redis.Redis:
 def run_checks(project: Project, env: str, *args: str,
                variables: dict[str, str] | None = None) -> tuple[Result, dict[str, Any]]:
     """Run the stock redis health checks; outcomes keyed ``test[id]``."""
-    project.write("checks/health/test_redis.py", (ROOT / "checks/health/test_redis.py").read_text())
+    project.copy_check("checks/health/test_redis.py")
     project.write("environments/kv.yaml", env)
     result = project.run("--env", "kv", "-p", "no:xdist", *args, env=variables, timeout=90)
-    summary = json.loads((project.latest("kv") / "summary.json").read_text())
-    return result, {c["nodeid"].split("::", 1)[1]: c for c in summary["checks"]}
+    return result, project.checks("kv")
 
 
 def failing(check: dict[str, Any]) -> dict[str, Any]:

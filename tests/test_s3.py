@@ -4,7 +4,6 @@ or a declared prefix is gone; a hung endpoint is one ERROR within its deadline."
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from collections.abc import Iterator
@@ -61,8 +60,7 @@ def run_checks(project: Any, server: MotoServer,
     project.copy_checks()
     project.write("environments/store.yaml", env_text)
     result = project.run(CHECKS, "--env", "store", env=server.variables())
-    summary = json.loads((project.latest("store") / "summary.json").read_text())
-    return result, {c["nodeid"].split("::", 1)[1]: c for c in summary["checks"]}
+    return result, project.checks("store")
 
 
 def evidence(check: dict[str, Any], name: str) -> dict[str, Any]:

@@ -4,7 +4,6 @@ ERROR against real SQLite files in good and bad states, as a user runs the suite
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import sqlite3
 import threading
@@ -18,7 +17,7 @@ from pydantic import ValidationError
 from opsverify.errors import TargetUnavailable, WriteRefused
 from opsverify.sandbox.sqlite import corrupt, seed
 from opsverify.targets.sqlite import SqliteClient, SqliteTarget, UnreadableDatabase
-from tests.conftest import ROOT, Project, Result
+from tests.conftest import Project, Result
 
 CHECKS = ("test_opens_read_only[erpfts-db]", "test_quick_check[erpfts-db]",
           "test_tables_exist[erpfts-db:expect_tables]")
@@ -26,12 +25,10 @@ CHECKS = ("test_opens_read_only[erpfts-db]", "test_quick_check[erpfts-db]",
 
 def run_checks(project: Project, env: str, *args: str) -> tuple[Result, dict[str, Any]]:
     """Run the stock sqlite checks in ``project``; outcomes keyed ``test[target]``."""
-    project.write("checks/health/test_sqlite.py",
-                  (ROOT / "checks/health/test_sqlite.py").read_text())
+    project.copy_check("checks/health/test_sqlite.py")
     project.write("environments/lite.yaml", env)
     result = project.run("--env", "lite", "-p", "no:xdist", *args, timeout=60)
-    summary = json.loads((project.latest("lite") / "summary.json").read_text())
-    return result, {c["nodeid"].split("::", 1)[1]: c for c in summary["checks"]}
+    return result, project.checks("lite")
 
 
 def file_env(path: Path, tables: str = "[documents, chunks]") -> str:

@@ -5,12 +5,11 @@ expired certificate (``--sandbox-fault cert-expired``) is an ERROR that says so,
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from opsverify.sandbox.tls import make_tls
-from tests.conftest import ROOT, Project, Result
+from tests.conftest import Project, Result
 
 ENV = """
 settings: {timeout_s: 3}
@@ -45,7 +44,7 @@ targets:
 
 
 def run(project: Project, tmp_path: Path, *args: str) -> tuple[Result, dict[str, Any]]:
-    project.write("checks/health/test_http.py", (ROOT / "checks/health/test_http.py").read_text())
+    project.copy_check("checks/health/test_http.py")
     project.write("environments/tls.yaml", ENV)
     # A CA bundle of the machine's own, unrelated to the sandbox CA, as corporate images set.
     other = make_tls(tmp_path / "corporate")
@@ -54,8 +53,7 @@ def run(project: Project, tmp_path: Path, *args: str) -> tuple[Result, dict[str,
     result = project.run("--env", "tls", "-p", "no:xdist", *args, timeout=90,
                          env={"REQUESTS_CA_BUNDLE": str(other.ca),
                               "CURL_CA_BUNDLE": str(other.ca), "NOT_A_CA": str(not_a_ca)})
-    summary = json.loads((project.latest("tls") / "summary.json").read_text())
-    return result, {c["nodeid"].split("[", 1)[1].split(":", 1)[0]: c for c in summary["checks"]}
+    return result, {c["target"]: c for c in project.checks("tls").values()}
 
 
 def test_verified_against_the_declared_ca_and_refused_without_it(
