@@ -156,12 +156,18 @@ def test_replay_lag_fails_past_its_thresholds(project: Project, replicated: Sand
   postgres.replication_lag_bytes: {crit: 1024}
   postgres.replication_lag_s: {crit: 0.5}
 """
-    with replica.admin() as admin:
+    with replica.admin() as admin, psycopg.connect(primary.app_dsn, autocommit=True) as app:
+        # A transaction replayed before the pause: the time lag is measured from it (with
+        # none replayed since the standby started, it is unknown).
+        app.execute("INSERT INTO system_logs (log_level, message) VALUES ('INFO', 'marker')")
+        wait_until(lambda: admin.execute("SELECT pg_last_xact_replay_timestamp() IS NOT NULL "
+                                         "AND pg_last_wal_receive_lsn() = "
+                                         "pg_last_wal_replay_lsn()").fetchone() == (True,),
+                   timeout_s=10, what="the replica to replay the marker")
         admin.execute("SELECT pg_wal_replay_pause()")
         try:
-            with psycopg.connect(primary.app_dsn, autocommit=True) as app:
-                app.execute("INSERT INTO system_logs (log_level, message) "
-                            "SELECT 'INFO', 'batch ' || i FROM generate_series(1, 2000) i")
+            app.execute("INSERT INTO system_logs (log_level, message) "
+                        "SELECT 'INFO', 'batch ' || i FROM generate_series(1, 2000) i")
             wait_until(lambda: _received_not_replayed(admin) > 1024, timeout_s=10,
                        what="WAL to arrive at the paused replica")
             time.sleep(1)

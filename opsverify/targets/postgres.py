@@ -162,7 +162,9 @@ class WalReceiver:
     in_recovery: bool
     status: str  # pg_stat_wal_receiver.status, or "not running" when there is no receiver
     sender: str
-    lag_s: float
+    # None: WAL waits to be replayed, but no transaction has been replayed since the standby
+    # started, so there is no replay timestamp to measure from (the byte lag still counts).
+    lag_s: float | None
     lag_bytes: float
 
 
@@ -300,7 +302,8 @@ class PostgresClient:
 
     def wal_receiver(self) -> WalReceiver:
         """How this standby follows its primary. Time lag is 0 when everything received is
-        replayed (an idle primary sends nothing, which is not lag)."""
+        replayed (an idle primary sends nothing, which is not lag); unknown (None) when WAL
+        waits but nothing was replayed since the standby started."""
         row = self.query(
             """
             SELECT pg_is_in_recovery(),
@@ -309,15 +312,14 @@ class PostgresClient:
                              FROM pg_stat_wal_receiver), ''),
                    CASE WHEN pg_last_wal_receive_lsn() IS NULL
                           OR pg_last_wal_receive_lsn() <= pg_last_wal_replay_lsn() THEN 0
-                        ELSE coalesce(extract(epoch FROM
-                                      now() - pg_last_xact_replay_timestamp()), 0)
+                        ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp())
                    END::float8,
                    coalesce(pg_wal_lsn_diff(pg_last_wal_receive_lsn(),
                                             pg_last_wal_replay_lsn()), 0)::float8
             """
         )[0]
-        return WalReceiver(bool(row[0]), str(row[1]), str(row[2]), float(row[3]),
-                           max(0.0, float(row[4])))
+        return WalReceiver(bool(row[0]), str(row[1]), str(row[2]),
+                           None if row[3] is None else float(row[3]), max(0.0, float(row[4])))
 
     def stale_idle_sessions(self, max_age_s: float) -> list[Session]:
         """Client sessions idle longer than ``max_age_s``, other than opsverify's own."""
