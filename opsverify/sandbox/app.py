@@ -33,7 +33,8 @@ class AppServer:
         self.ctx = ctx
         self.port = free_port()
         self.tls_port = free_port()
-        self.tls: TlsFiles | None = None
+        self.tls_dir = ctx.workdir / "tls"
+        self.tls = TlsFiles.under(self.tls_dir)  # written by prepare()
         # /health/detailed reports these by TCP reachability, like a real app's dependencies.
         self.dependencies = {label: ctx.ports[name] for name, label in
                              (("postgres", "database"), ("redis", "cache")) if name in ctx.ports}
@@ -50,18 +51,17 @@ class AppServer:
 
     def variables(self) -> dict[str, str]:
         return {"SANDBOX_APP_URL": self.url, "SANDBOX_APP_TLS_URL": self.tls_url,
-                "SANDBOX_CA_FILE": str(self.ctx.workdir / "tls" / "ca.pem")}
+                "SANDBOX_CA_FILE": str(self.tls.ca)}
 
     def prepare(self) -> None:
-        self.tls = make_tls(self.ctx.workdir / "tls", expired="cert-expired" in self.ctx.faults)
+        make_tls(self.tls_dir, expired="cert-expired" in self.ctx.faults)
 
     def launch(self) -> None:
         argv = [sys.executable, "-m", "opsverify.sandbox.demo_app", "--port", str(self.port)]
         argv += [f"--fault={f}" for f in sorted(self.ctx.faults & self.faults.keys())]
         argv += [f"--dependency={n}={p}" for n, p in sorted(self.dependencies.items())]
-        if self.tls is not None:
-            argv += ["--tls-port", str(self.tls_port), "--cert", str(self.tls.cert),
-                     "--key", str(self.tls.key)]
+        argv += ["--tls-port", str(self.tls_port), "--cert", str(self.tls.cert),
+                 "--key", str(self.tls.key)]
         self.process = spawn(argv, log=self.log)
 
     def ready(self) -> None:

@@ -23,6 +23,11 @@ class TlsFiles:
     cert: Path  # the server's certificate
     key: Path  # the server's private key (0600)
 
+    @classmethod
+    def under(cls, directory: Path) -> TlsFiles:
+        """Where :func:`make_tls` writes them (known before they exist)."""
+        return cls(directory / "ca.pem", directory / "server.pem", directory / "server.key")
+
 
 def make_tls(directory: Path, *, expired: bool = False) -> TlsFiles:
     """Write a fresh CA and a server certificate for ``127.0.0.1``/``localhost`` under
@@ -69,7 +74,7 @@ def make_tls(directory: Path, *, expired: bool = False) -> TlsFiles:
                        critical=False)
         .sign(ca_key, hashes.SHA256())
     )
-    files = TlsFiles(directory / "ca.pem", directory / "server.pem", directory / "server.key")
+    files = TlsFiles.under(directory)
     files.ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     files.key.touch(mode=0o600)
