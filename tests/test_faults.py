@@ -66,6 +66,9 @@ CAUGHT = {
     "idle-connections": Caught(fails={
         "checks/capacity/test_postgres.py::test_stale_idle_sessions[db]":
             {"postgres.stale_idle_sessions": lambda v: v == 4}}),
+    "cert-expired": Caught(
+        down=lambda env: {"api-tls"},
+        cause="TLS verification failed: certificate verify failed: certificate has expired"),
     "stuck-run": Caught(fails={
         "checks/health/test_postgres.py::test_sql_check[db:no_stuck_runs]":
             {"sql.no_stuck_runs": lambda v: v == 1}}),
@@ -89,8 +92,9 @@ def test_fault_turns_exactly_its_checks_red_with_evidence(project: Any, fault: s
     for nodeid in errors:
         check = red[nodeid]
         assert check["outcome"] == "ERROR"
-        assert check["message"].startswith(f"{check['target']} (postgres 127.0.0.1:") or \
-            check["message"].startswith(f"{check['target']} (redis 127.0.0.1:")
+        assert check["message"].startswith(
+            tuple(f"{check['target']} ({kind}127.0.0.1:"
+                  for kind in ("postgres ", "redis ", "https://"))), check["message"]
         assert check["message"].endswith(caught.cause), check["message"]
         # One line, in the terminal too: the cause, not a traceback.
         assert "\n" not in check["message"]
