@@ -183,6 +183,39 @@ class HungServer:
         self.sock.close()
 
 
+class DripServer:
+    """Answers HTTP one byte at a time, each within any read timeout, for a long time: after
+    ``head`` as it is, ``drip`` byte by byte (by default the headers themselves drip).
+    ``cut_after_s`` is how long after the first byte the client hung up (None: it did not)."""
+
+    def __init__(self, head: bytes = b"HTTP/1.1 200 OK\r\n",
+                 drip: bytes = b"X-Drip: " + b"a" * 10_000) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self.sock.getsockname()[1]
+        self.head, self.drip = head, drip
+        self.cut_after_s: float | None = None
+        self._stop = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        conn, _ = self.sock.accept()
+        with conn:
+            conn.recv(65536)
+            started = time.monotonic()
+            try:
+                conn.sendall(self.head)
+                for byte in self.drip:
+                    if self._stop.wait(0.2):
+                        return
+                    conn.sendall(bytes([byte]))
+            except OSError:
+                self.cut_after_s = time.monotonic() - started
+
+    def close(self) -> None:
+        self._stop.set()
+        self.sock.close()
+
+
 @pytest.fixture
 def hung_server() -> Iterator[HungServer]:
     """A TCP server on 127.0.0.1 that accepts and never answers."""

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import re
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -19,7 +18,7 @@ from opsverify.sandbox.base import SandboxContext
 from opsverify.sandbox.moto import ALARM_PREFIX, CLUSTER, LOG_GROUP, SERVICE, MotoServer
 from opsverify.sandbox.spec import MotoComponent
 from opsverify.targets.aws import AwsClient, AwsTarget, LogGroupCheck
-from tests.conftest import running
+from tests.conftest import DripServer, running
 
 SECRET = "moto-secret-9f2c1d7e"  # the sandbox's secret access key in these tests
 CHECKS = "checks/health/test_aws.py"
@@ -225,30 +224,6 @@ def test_hung_endpoint_is_one_error_within_the_deadline(project, hung_server):
     # One attempt, shared by every check of the target.
     assert len(hung_server.accepted) - before == 1
     assert SECRET not in result.output
-
-
-class DripServer:
-    """Answers HTTP one header byte at a time, each within any read timeout, forever."""
-
-    def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port: int = self.sock.getsockname()[1]
-        self._stop = threading.Event()
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        conn, _ = self.sock.accept()
-        with conn:
-            conn.recv(65536)
-            payload = b"HTTP/1.1 200 OK\r\n" + b"X-Drip: " + b"a" * 10_000
-            for byte in payload:
-                if self._stop.wait(0.2):
-                    return
-                conn.sendall(bytes([byte]))
-
-    def close(self) -> None:
-        self._stop.set()
-        self.sock.close()
 
 
 def test_dripping_endpoint_is_cut_at_the_deadline():

@@ -3,13 +3,21 @@ service, healthy and then broken with sandbox faults, as a user runs the suite."
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
-from opsverify.targets.http import HttpCheck, HttpTarget, RedirectProbe, header_matches
-from tests.conftest import Project, Result
+from opsverify.errors import TargetUnavailable
+from opsverify.targets.http import (
+    HttpCheck,
+    HttpClient,
+    HttpTarget,
+    RedirectProbe,
+    header_matches,
+)
+from tests.conftest import DripServer, Project, Result
 
 ENV = """
 settings: {timeout_s: 3}
@@ -172,3 +180,31 @@ def test_a_redirect_to_the_wrong_place_fails(project: Project) -> None:
     assert result.returncode == 1, result.output
     assert "GET /docs status = 301, expected = 302" in result.stdout
     assert "GET /docs Location = '/docs/', expected = '/documentation/'" in result.stdout
+
+
+# -- a server that drips its answer ------------------------------------------------------
+@pytest.mark.parametrize(("head", "drip"), [
+    (b"HTTP/1.1 200 OK\r\n", b"X-Drip: " + b"a" * 10_000),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 10000\r\n\r\n", b"x" * 10_000),
+], ids=["headers", "body"])
+def test_a_dripping_server_is_cut_at_the_deadline(head: bytes, drip: bytes) -> None:
+    """A byte every 0.2 s passes every socket read timeout; the whole answer's deadline
+    still holds, and a body being read is hung up on, not left to drip on."""
+    server = DripServer(head, drip)
+    try:
+        client = HttpClient("api", HttpTarget(type="http", url=f"http://127.0.0.1:{server.port}"),
+                            1.0)
+        started = time.monotonic()
+        with pytest.raises(TargetUnavailable) as caught:
+            client.get("/health")
+        assert time.monotonic() - started < 1.0 + 1  # timeout_s + 1 s
+        assert str(caught.value) == (
+            f"api (http://127.0.0.1:{server.port}): no complete answer within 1 s")
+        if drip.startswith(b"x"):
+            deadline = time.monotonic() + 3
+            while server.cut_after_s is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert server.cut_after_s is not None
+            assert server.cut_after_s < 3
+    finally:
+        server.close()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any, Literal
@@ -25,7 +25,7 @@ from botocore.config import Config
 from pydantic import Field, field_validator, model_validator
 
 from opsverify.errors import TargetUnavailable, WriteRefused
-from opsverify.targets.base import Deadline, Section, TargetSpec
+from opsverify.targets.base import Deadline, Section, TargetSpec, run_within
 from opsverify.targets.http import http_url
 
 # Operation names a read-only client may send: they read, they never change anything.
@@ -252,7 +252,10 @@ class AwsApi:
         if deadline.expired():
             raise self.unavailable(late)
         try:
-            data = _bounded(lambda: fn(**params), deadline.remaining())
+            # Some grace over the socket deadlines, so that their more precise message wins
+            # a tie.
+            data = run_within(lambda: fn(**params), deadline.remaining() + 0.5,
+                              name="opsverify-aws-call")
         except TimeoutError:
             raise self.unavailable(late) from None
         except botocore.exceptions.ClientError as exc:
@@ -296,29 +299,6 @@ class AwsApi:
         if isinstance(exc, botocore.exceptions.NoRegionError):
             return "no region"
         return type(exc).__name__
-
-
-def _bounded(fn: Callable[[], Any], seconds: float) -> Any:
-    """Run ``fn`` in a daemon thread and give up after ``seconds``: a server that drips its
-    answer cannot hold the run past the deadline (the thread ends at its read timeout)."""
-    outcome: dict[str, Any] = {}
-    done = threading.Event()
-
-    def run() -> None:
-        try:
-            outcome["value"] = fn()
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
-            outcome["error"] = exc
-        finally:
-            done.set()
-
-    threading.Thread(target=run, name="opsverify-aws-call", daemon=True).start()
-    # Some grace over the socket deadlines, so that their more precise message wins a tie.
-    if not done.wait(seconds + 0.5):
-        raise TimeoutError
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]
 
 
 def _operation(method: str) -> str:

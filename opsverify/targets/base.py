@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -70,3 +72,31 @@ class Deadline:
 
     def expired(self) -> bool:
         return self.remaining() <= 0.0
+
+
+T = TypeVar("T")
+
+
+def run_within(fn: Callable[[], T], seconds: float, *, name: str) -> T:
+    """``fn()`` in a daemon thread; :class:`TimeoutError` after ``seconds``. For client
+    libraries whose socket timeouts bound each read, not the whole answer: a server that
+    drips its answer cannot hold the run past the deadline (the abandoned thread ends at its
+    next read timeout, or when the caller closes its socket). ``fn``'s exception is raised
+    here, in the caller's thread."""
+    outcome: dict[str, Any] = {}
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            outcome["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+            outcome["error"] = exc
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    if not done.wait(seconds):
+        raise TimeoutError
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]  # type: ignore[no-any-return]

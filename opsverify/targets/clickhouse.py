@@ -14,17 +14,15 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import time
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-import requests
 from pydantic import Field, field_validator
 
 from opsverify.errors import TargetUnavailable, WriteRefused
-from opsverify.targets.base import Deadline, TargetSpec
-from opsverify.targets.http import USER_AGENT, ReadOnlySession
+from opsverify.targets.base import TargetSpec
+from opsverify.targets.http import USER_AGENT, ReadOnlySession, get_within
 
 READ_ONLY_VERBS = frozenset({"select", "show", "exists", "describe", "desc", "with"})
 # UNKNOWN_USER, WRONG_PASSWORD, REQUIRED_PASSWORD, IP_ADDRESS_NOT_ALLOWED, AUTHENTICATION_FAILED
@@ -143,28 +141,10 @@ class ClickHouseClient:
         self.session.close()
 
     def _get(self, path: str, params: dict[str, str]) -> Answer:
-        deadline = Deadline.start(self.timeout_s)
-        started = time.perf_counter()
-        try:
-            with self.session.get(
-                self.base + path, params=params, stream=True, allow_redirects=False,
-                timeout=(self.timeout_s, self.timeout_s),
-            ) as response:
-                body = bytearray()
-                for chunk in response.iter_content(chunk_size=65536):
-                    body += chunk
-                    if deadline.expired():
-                        raise self._unavailable(f"answer not complete after {self.timeout_s:g} s")
-                elapsed = (time.perf_counter() - started) * 1000
-                return Answer(response.status_code, bytes(body), elapsed)
-        except requests.exceptions.ConnectTimeout:
-            raise self._unavailable(f"connect timed out after {self.timeout_s:g} s") from None
-        except (requests.exceptions.ReadTimeout, requests.exceptions.Timeout):
-            raise self._unavailable(f"no answer within {self.timeout_s:g} s") from None
-        except requests.exceptions.SSLError:
-            raise self._unavailable("TLS verification failed") from None
-        except requests.exceptions.ConnectionError as exc:
-            raise self._unavailable(f"cannot connect: {_reason(exc)}") from None
+        fetched = get_within(self.session, self.base + path, params=params,
+                             timeout_s=self.timeout_s, verify_tls=self.spec.verify_tls,
+                             unavailable=self._unavailable)
+        return Answer(fetched.status, fetched.body, fetched.elapsed_ms)
 
     def _unavailable(self, cause: str) -> TargetUnavailable:
         return TargetUnavailable(self.name, f"clickhouse {self.spec.address()}", cause)
@@ -200,15 +180,3 @@ def _error(answer: Answer) -> tuple[int | None, str]:
         return None, f"HTTP {answer.status}" + (f": {first[:160]}" if first else "")
     message = re.sub(r", e\.what\(\) = .*$| \(version [^)]*\)$", "", match.group(2)).strip()
     return int(match.group(1)), f"Code {match.group(1)}: {message[:240]}"
-
-
-def _reason(exc: Exception) -> str:
-    """The innermost cause of a requests error, without the URL."""
-    text = str(exc)
-    for marker, reason in (("Connection refused", "connection refused"),
-                           ("Name or service not known", "name or service not known"),
-                           ("Connection reset", "connection reset"),
-                           ("Remote end closed", "remote end closed the connection")):
-        if marker in text:
-            return reason
-    return type(exc).__name__

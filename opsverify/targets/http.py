@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Any, Literal
@@ -15,7 +17,7 @@ import requests
 from pydantic import Field, field_validator
 
 from opsverify.errors import TargetUnavailable, WriteRefused
-from opsverify.targets.base import Deadline, DeclaredCheck, Section, TargetSpec
+from opsverify.targets.base import Deadline, DeclaredCheck, Section, TargetSpec, run_within
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
@@ -183,43 +185,10 @@ class HttpClient:
     def get(self, path: str) -> HttpResponse:
         """GET ``path`` without following redirects; an unreachable or slow target raises
         :class:`TargetUnavailable`."""
-        url = self.url_for(path)
-        deadline = Deadline.start(self.timeout_s)
-        started = time.perf_counter()
-        try:
-            with self.session.get(
-                url, timeout=(self.timeout_s, self.timeout_s), stream=True, allow_redirects=False
-            ) as response:
-                body = bytearray()
-                for chunk in response.iter_content(chunk_size=65536):
-                    body += chunk
-                    if deadline.expired():
-                        raise self._unavailable(f"body not complete after {self.timeout_s:g} s")
-                elapsed = (time.perf_counter() - started) * 1000
-                return HttpResponse(
-                    path,
-                    response.status_code,
-                    elapsed,
-                    bytes(body),
-                    response.headers.get("Content-Type", ""),
-                    {k.lower(): v for k, v in response.headers.items()},
-                )
-        except requests.exceptions.ConnectTimeout:
-            raise self._unavailable(f"connect timed out after {self.timeout_s:g} s") from None
-        except (requests.exceptions.ReadTimeout, requests.exceptions.Timeout):
-            raise self._unavailable(f"no answer within {self.timeout_s:g} s") from None
-        except requests.exceptions.SSLError as exc:
-            if "no certificate or crl found" in str(exc).lower():
-                raise self._unavailable(f"verify_tls {self.spec.verify_tls} holds no CA "
-                                        "certificate") from None
-            raise self._unavailable(f"TLS verification failed: {_reason(exc)}") from None
-        except requests.exceptions.ConnectionError as exc:
-            raise self._unavailable(f"cannot connect: {_reason(exc)}") from None
-        except OSError as exc:  # requests' own check of verify_tls, before connecting
-            if "CA certificate bundle" not in str(exc):
-                raise
-            raise self._unavailable(f"verify_tls {self.spec.verify_tls} is not a readable CA "
-                                    "bundle") from None
+        fetched = get_within(self.session, self.url_for(path), timeout_s=self.timeout_s,
+                             verify_tls=self.spec.verify_tls, unavailable=self._unavailable)
+        return HttpResponse(path, fetched.status, fetched.elapsed_ms, fetched.body,
+                            fetched.headers.get("content-type", ""), fetched.headers)
 
     def redirect_target(self, path: str, location: str | None) -> str | None:
         """Where a ``Location`` answered for ``path`` points, shown as a path when it stays
@@ -245,6 +214,70 @@ class HttpClient:
 
     def _unavailable(self, cause: str) -> TargetUnavailable:
         return TargetUnavailable(self.name, self.spec.address(), cause)
+
+
+@dataclass(frozen=True)
+class Fetched:
+    status: int
+    body: bytes
+    elapsed_ms: float
+    headers: dict[str, str]  # lower-case names
+
+
+def get_within(session: requests.Session, url: str, *, timeout_s: float,
+               verify_tls: bool | str, unavailable: Callable[[str], TargetUnavailable],
+               params: Mapping[str, str] | None = None) -> Fetched:
+    """GET ``url`` without following redirects, whole answer within ``timeout_s`` (connect,
+    headers, body); what keeps it from being evaluated raises ``unavailable(cause)`` with a
+    one-line cause that never holds the URL (it may carry credentials)."""
+    deadline = Deadline.start(timeout_s)
+    responses: list[requests.Response] = []
+
+    def fetch() -> Fetched:
+        started = time.perf_counter()
+        with session.get(url, params=params, timeout=(timeout_s, timeout_s), stream=True,
+                         allow_redirects=False) as response:
+            responses.append(response)
+            body = bytearray()
+            for chunk in response.iter_content(chunk_size=65536):
+                body += chunk
+                if deadline.expired():
+                    raise unavailable(f"body not complete after {timeout_s:g} s")
+            elapsed = (time.perf_counter() - started) * 1000
+            return Fetched(response.status_code, bytes(body), elapsed,
+                           {k.lower(): v for k, v in response.headers.items()})
+
+    try:
+        # The socket timeouts bound each read; a server dripping its headers or body a byte
+        # at a time would pass every one of them. Some grace, so that their message wins a tie.
+        return run_within(fetch, timeout_s + 0.5, name="opsverify-http-get")
+    except TimeoutError:
+        for response in responses:
+            _cut(response)
+        raise unavailable(f"no complete answer within {timeout_s:g} s") from None
+    except requests.exceptions.ConnectTimeout:
+        raise unavailable(f"connect timed out after {timeout_s:g} s") from None
+    except (requests.exceptions.ReadTimeout, requests.exceptions.Timeout):
+        raise unavailable(f"no answer within {timeout_s:g} s") from None
+    except requests.exceptions.SSLError as exc:
+        if "no certificate or crl found" in str(exc).lower():
+            raise unavailable(f"verify_tls {verify_tls} holds no CA certificate") from None
+        raise unavailable(f"TLS verification failed: {_reason(exc)}") from None
+    except requests.exceptions.ConnectionError as exc:
+        raise unavailable(f"cannot connect: {_reason(exc)}") from None
+    except OSError as exc:  # requests' own check of verify_tls, before connecting
+        if "CA certificate bundle" not in str(exc):
+            raise
+        raise unavailable(f"verify_tls {verify_tls} is not a readable CA bundle") from None
+
+
+def _cut(response: requests.Response) -> None:
+    """End the abandoned read of ``response`` now, not at the end of the drip. Its socket is
+    shut down, not closed: closing would wait for the reading thread's buffer lock."""
+    sock = getattr(getattr(response.raw, "_connection", None), "sock", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 def _reason(exc: Exception) -> str:
