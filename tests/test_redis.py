@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from opsverify.errors import TargetUnavailable, WriteRefused
 from opsverify.sandbox.process import free_port, port_open, spawn, stop, wait_until
 from opsverify.targets.redis import RedisClient, RedisTarget
-from tests.conftest import Project, Result
+from tests.conftest import DripServer, Project, Result
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
                                 reason="redis-server not found (apt-get install redis-server)")
@@ -205,3 +205,24 @@ targets:
     assert failing(checks["test_ping[cache]"])["PING"].startswith("MISCONF")
     assert sorted(k for k, c in checks.items() if c["outcome"] == "FAIL") == [
         "test_last_bgsave[cache]", "test_ping[cache]"]
+
+
+def test_a_server_dripping_its_reply_is_cut_at_the_deadline() -> None:
+    """A reply one byte every 0.2 s passes every socket read timeout; the whole command's
+    deadline still holds, and the connection is hung up on."""
+    server = DripServer(b"", b"+" + b"A" * 10_000 + b"\r\n")
+    try:
+        client = RedisClient("cache", RedisTarget(type="redis",
+                                                  url=f"redis://127.0.0.1:{server.port}/0"), 1.0)
+        started = time.monotonic()
+        with pytest.raises(TargetUnavailable) as caught:
+            client.reachable()
+        assert time.monotonic() - started < 1.0 + 1  # timeout_s + 1 s
+        assert str(caught.value) == (
+            f"cache (redis 127.0.0.1:{server.port}): no complete answer within 1 s")
+        deadline = time.monotonic() + 3
+        while server.cut_after_s is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server.cut_after_s is not None
+    finally:
+        server.close()

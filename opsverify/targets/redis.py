@@ -12,7 +12,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from opsverify.errors import TargetUnavailable, WriteRefused
-from opsverify.targets.base import Section, TargetSpec
+from opsverify.targets.base import Section, TargetSpec, run_within
 
 READ_COMMANDS = frozenset({
     "PING", "INFO", "DBSIZE", "LASTSAVE", "ROLE", "TIME", "GET", "EXISTS", "TTL", "PTTL",
@@ -121,9 +121,17 @@ class RedisClient:
         )
 
     def call(self, command: str, *args: Any) -> Any:
-        """Send one read command; failures to reach the server raise TargetUnavailable."""
+        """Send one read command; failures to reach the server raise TargetUnavailable.
+        The socket timeout bounds each read; the whole answer has the deadline too, so a
+        server dripping its reply cannot hold the run (some grace: the socket's message wins
+        a tie)."""
         try:
-            return self.redis.execute_command(command, *args)  # type: ignore[no-untyped-call]
+            return run_within(
+                lambda: self.redis.execute_command(command, *args),  # type: ignore[no-untyped-call]
+                self.timeout_s + 0.5, name="opsverify-redis-call")
+        except TimeoutError:
+            self.redis.connection_pool.disconnect()  # ends the abandoned read now
+            raise self._unavailable(f"no complete answer within {self.timeout_s:g} s") from None
         except redis.exceptions.AuthenticationError:
             raise self._unavailable("authentication failed (check the password)") from None
         except redis.exceptions.ResponseError as exc:
