@@ -25,7 +25,7 @@ from botocore.config import Config
 from pydantic import Field, field_validator, model_validator
 
 from opsverify.errors import TargetUnavailable, WriteRefused
-from opsverify.targets.base import Deadline, Section, TargetSpec, run_within
+from opsverify.targets.base import Deadline, DeadlinePassed, Section, TargetSpec, run_within
 from opsverify.targets.http import http_url
 
 # Operation names a read-only client may send: they read, they never change anything.
@@ -256,7 +256,7 @@ class AwsApi:
             # a tie.
             data = run_within(lambda: fn(**params), deadline.remaining() + 0.5,
                               name="opsverify-aws-call")
-        except TimeoutError:
+        except DeadlinePassed:
             raise self.unavailable(late) from None
         except botocore.exceptions.ClientError as exc:
             error = exc.response.get("Error", {})

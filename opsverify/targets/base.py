@@ -77,8 +77,12 @@ class Deadline:
 T = TypeVar("T")
 
 
+class DeadlinePassed(Exception):
+    """:func:`run_within` gave up waiting (distinct from a ``TimeoutError`` of ``fn``'s)."""
+
+
 def run_within(fn: Callable[[], T], seconds: float, *, name: str) -> T:
-    """``fn()`` in a daemon thread; :class:`TimeoutError` after ``seconds``. For client
+    """``fn()`` in a daemon thread; :class:`DeadlinePassed` after ``seconds``. For client
     libraries whose socket timeouts bound each read, not the whole answer: a server that
     drips its answer cannot hold the run past the deadline (the abandoned thread ends at its
     next read timeout, or when the caller closes its socket). ``fn``'s exception is raised
@@ -96,7 +100,7 @@ def run_within(fn: Callable[[], T], seconds: float, *, name: str) -> T:
 
     threading.Thread(target=run, name=name, daemon=True).start()
     if not done.wait(seconds):
-        raise TimeoutError
+        raise DeadlinePassed
     if "error" in outcome:
         raise outcome["error"]
     return outcome["value"]  # type: ignore[no-any-return]

@@ -8,7 +8,6 @@ as a whole (connect, read, and a watchdog for servers that answer too slowly).
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
@@ -21,7 +20,7 @@ from docker.errors import APIError, DockerException, NotFound
 from pydantic import Field, field_validator
 
 from opsverify.errors import TargetUnavailable, WriteRefused
-from opsverify.targets.base import Section, TargetSpec
+from opsverify.targets.base import DeadlinePassed, Section, TargetSpec, run_within
 
 READ_METHODS = frozenset({"GET", "HEAD"})
 GLOB_CHARACTERS = frozenset("*?[")
@@ -217,31 +216,20 @@ class DockerClient:
         return api
 
     def _call(self, fn: Callable[[], T]) -> T:
-        """Run one API call with the whole-operation deadline; map failures to one line."""
-        outcome: list[tuple[bool, Any]] = []
-
-        def run() -> None:
-            try:
-                outcome.append((True, fn()))
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
-                outcome.append((False, exc))
-
-        # A daemon thread: an engine that drips bytes cannot hold the run past the deadline.
-        worker = threading.Thread(target=run, name=f"opsverify-docker-{self.name}", daemon=True)
-        worker.start()
-        worker.join(self.timeout_s)
-        if worker.is_alive() or not outcome:
+        """Run one API call with the whole-operation deadline (an engine that drips bytes
+        cannot hold the run past it); map failures to one line."""
+        try:
+            return run_within(fn, self.timeout_s, name=f"opsverify-docker-{self.name}")
+        except DeadlinePassed:
             self._abandon()
-            raise self._unavailable(f"no answer within {self.timeout_s:g} s")
-        ok, value = outcome[0]
-        if ok:
-            return value  # type: ignore[no-any-return]
-        if isinstance(value, NotFound | WriteRefused):
-            raise value
-        if isinstance(value, requests.exceptions.Timeout) or "timed out" in str(value).lower():
-            # The SDK's own socket timeout and our deadline are the same number of seconds.
             raise self._unavailable(f"no answer within {self.timeout_s:g} s") from None
-        raise self._unavailable(_cause(value)) from None
+        except (NotFound, WriteRefused):
+            raise
+        except Exception as exc:  # noqa: BLE001 - every other failure is one line
+            if isinstance(exc, requests.exceptions.Timeout) or "timed out" in str(exc).lower():
+                # The SDK's own socket timeout and our deadline are the same number of seconds.
+                raise self._unavailable(f"no answer within {self.timeout_s:g} s") from None
+            raise self._unavailable(_cause(exc)) from None
 
     def _abandon(self) -> None:
         # The stuck request keeps its connection; later calls must not queue behind it.

@@ -17,7 +17,14 @@ import requests
 from pydantic import Field, field_validator
 
 from opsverify.errors import TargetUnavailable, WriteRefused
-from opsverify.targets.base import Deadline, DeclaredCheck, Section, TargetSpec, run_within
+from opsverify.targets.base import (
+    Deadline,
+    DeadlinePassed,
+    DeclaredCheck,
+    Section,
+    TargetSpec,
+    run_within,
+)
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
@@ -251,7 +258,7 @@ def get_within(session: requests.Session, url: str, *, timeout_s: float,
         # The socket timeouts bound each read; a server dripping its headers or body a byte
         # at a time would pass every one of them. Some grace, so that their message wins a tie.
         return run_within(fetch, timeout_s + 0.5, name="opsverify-http-get")
-    except TimeoutError:
+    except DeadlinePassed:
         for response in responses:
             _cut(response)
         raise unavailable(f"no complete answer within {timeout_s:g} s") from None

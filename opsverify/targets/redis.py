@@ -12,7 +12,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from opsverify.errors import TargetUnavailable, WriteRefused
-from opsverify.targets.base import Section, TargetSpec, run_within
+from opsverify.targets.base import DeadlinePassed, Section, TargetSpec, run_within
 
 READ_COMMANDS = frozenset({
     "PING", "INFO", "DBSIZE", "LASTSAVE", "ROLE", "TIME", "GET", "EXISTS", "TTL", "PTTL",
@@ -129,7 +129,7 @@ class RedisClient:
             return run_within(
                 lambda: self.redis.execute_command(command, *args),  # type: ignore[no-untyped-call]
                 self.timeout_s + 0.5, name="opsverify-redis-call")
-        except TimeoutError:
+        except DeadlinePassed:
             self.redis.connection_pool.disconnect()  # ends the abandoned read now
             raise self._unavailable(f"no complete answer within {self.timeout_s:g} s") from None
         except redis.exceptions.AuthenticationError:
