@@ -105,6 +105,15 @@ class Project:
         summary = json.loads((self.latest(env) / "summary.json").read_text())
         return {c["nodeid"].split("::", 1)[1]: c for c in summary["checks"]}
 
+    def run_checks(self, env_name: str, env_text: str, *args: str,
+                   env: dict[str, str] | None = None, timeout: float = 90,
+                   ) -> tuple[Result, dict[str, dict[str, Any]]]:
+        """Write ``environments/<env_name>.yaml`` and run the project's checks against it in
+        one process (``-p no:xdist``); the result and :meth:`checks` of that run."""
+        self.write(f"environments/{env_name}.yaml", env_text)
+        result = self.run("--env", env_name, "-p", "no:xdist", *args, env=env, timeout=timeout)
+        return result, self.checks(env_name)
+
     def copy_check(self, relative: str) -> None:
         """One stock check module, ``checks/<category>/test_<type>.py``, into the project."""
         self.write(relative, (ROOT / relative).read_text())

@@ -19,7 +19,7 @@ from opsverify.sandbox.base import SandboxContext
 from opsverify.sandbox.moto import MotoServer
 from opsverify.sandbox.redis import RedisServer
 from opsverify.sandbox.spec import MotoComponent, RedisComponent
-from tests.conftest import ROOT, Project, Result, running
+from tests.conftest import Project, Result, running
 
 SECRET = "moto-backup-secret-93a1"
 BUCKET = "gogooku3-data"
@@ -46,10 +46,8 @@ targets:
 def run_checks(project: Project, env: str, files: tuple[str, ...],
                variables: dict[str, str] | None = None) -> tuple[Result, dict[str, Any]]:
     for name in files:
-        project.write(f"checks/backup/{name}", (ROOT / "checks" / "backup" / name).read_text())
-    project.write("environments/svc.yaml", env)
-    result = project.run("--env", "svc", "-p", "no:xdist", "-rs", env=variables, timeout=90)
-    return result, project.checks("svc")
+        project.copy_check(f"checks/backup/{name}")
+    return project.run_checks("svc", env, "-rs", env=variables)
 
 
 def outcomes(checks: dict[str, Any]) -> dict[str, str]:
@@ -213,9 +211,7 @@ targets:
 
 def run_wal_checks(project: Project, *args: str) -> tuple[Result, dict[str, Any]]:
     project.copy_check("checks/backup/test_postgres.py")
-    project.write("environments/wal.yaml", ARCHIVING)
-    result = project.run("--env", "wal", "-p", "no:xdist", *args, timeout=90)
-    return result, project.checks("wal")
+    return project.run_checks("wal", ARCHIVING, *args)
 
 
 def test_wal_archiving_is_required_where_declared(project: Project) -> None:

@@ -53,10 +53,8 @@ targets:
 def run_checks(project: Project, env: str, *args: str) -> tuple[Result, dict[str, Any]]:
     """Run the stock clickhouse checks in ``project``; outcomes keyed ``test[target]``."""
     project.copy_check("checks/health/test_clickhouse.py")
-    project.write("environments/ch.yaml", env)
-    result = project.run("--env", "ch", "-p", "no:xdist", *args,
-                         env={"OPSVERIFY_SANDBOX_PASSWORD": PASSWORD}, timeout=90)
-    checks = project.checks("ch")
+    result, checks = project.run_checks("ch", env, *args,
+                                        env={"OPSVERIFY_SANDBOX_PASSWORD": PASSWORD})
     assert PASSWORD not in result.output
     for path in project.latest("ch").rglob("*"):
         if path.is_file():

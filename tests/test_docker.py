@@ -51,11 +51,7 @@ def run_checks(project: Project, env: str, *args: str,
                environ: dict[str, str] | None = None) -> tuple[Result, dict[str, Any]]:
     """Run the stock docker checks in ``project``; outcomes keyed ``test[target:container]``."""
     project.copy_check("checks/health/test_docker.py")
-    project.write("environments/dock.yaml", env)
-    result = project.run("--env", "dock", "-p", "no:xdist", "-m", "daily", *args,
-                         env=environ, timeout=120)
-    checks = project.checks("dock")
-    return result, checks
+    return project.run_checks("dock", env, "-m", "daily", *args, env=environ, timeout=120)
 
 
 def lines(check: dict[str, Any], verdict: str = "FAIL") -> str:

@@ -58,9 +58,7 @@ FAULTS = ("redirect-broken", "metrics-disabled", "slow-app")
 def run_checks(project: Project, *args: str) -> tuple[Result, dict[str, Any]]:
     """Run the stock http checks in ``project``; outcomes keyed ``test[id]``."""
     project.copy_check("checks/health/test_http.py")
-    project.write("environments/web.yaml", ENV)
-    result = project.run("--env", "web", "-p", "no:xdist", *args, timeout=90)
-    return result, project.checks("web")
+    return project.run_checks("web", ENV, *args)
 
 
 def failing(check: dict[str, Any]) -> dict[str, Any]:

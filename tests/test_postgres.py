@@ -78,9 +78,7 @@ def run_checks(project: Project, env: str, *args: str,
                variables: dict[str, str] | None = None) -> tuple[Result, dict[str, Any]]:
     """Run the stock postgres health checks; outcomes keyed ``test[id]``."""
     project.copy_check("checks/health/test_postgres.py")
-    project.write("environments/pg.yaml", env)
-    result = project.run("--env", "pg", "-p", "no:xdist", *args, env=variables, timeout=90)
-    return result, project.checks("pg")
+    return project.run_checks("pg", env, *args, env=variables)
 
 
 def dsns(box: Sandbox) -> dict[str, str]:

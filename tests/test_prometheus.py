@@ -49,11 +49,7 @@ targets:
 def run_checks(project: Project, env: str, *args: str) -> tuple[Result, dict[str, Any]]:
     """Run the stock prometheus checks in ``project``; outcomes keyed ``test[target]``."""
     project.copy_check("checks/health/test_prometheus.py")
-    project.write("environments/prom.yaml", env)
-    result = project.run("--env", "prom", "-p", "no:xdist", *args,
-                         env={"PROM_TOKEN": TOKEN}, timeout=90)
-    checks = project.checks("prom")
-    return result, checks
+    return project.run_checks("prom", env, *args, env={"PROM_TOKEN": TOKEN})
 
 
 def failing_lines(check: dict[str, Any]) -> str:

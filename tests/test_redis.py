@@ -63,9 +63,7 @@ def run_checks(project: Project, env: str, *args: str,
                variables: dict[str, str] | None = None) -> tuple[Result, dict[str, Any]]:
     """Run the stock redis health checks; outcomes keyed ``test[id]``."""
     project.copy_check("checks/health/test_redis.py")
-    project.write("environments/kv.yaml", env)
-    result = project.run("--env", "kv", "-p", "no:xdist", *args, env=variables, timeout=90)
-    return result, project.checks("kv")
+    return project.run_checks("kv", env, *args, env=variables)
 
 
 def failing(check: dict[str, Any]) -> dict[str, Any]:

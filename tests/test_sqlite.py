@@ -26,9 +26,7 @@ CHECKS = ("test_opens_read_only[erpfts-db]", "test_quick_check[erpfts-db]",
 def run_checks(project: Project, env: str, *args: str) -> tuple[Result, dict[str, Any]]:
     """Run the stock sqlite checks in ``project``; outcomes keyed ``test[target]``."""
     project.copy_check("checks/health/test_sqlite.py")
-    project.write("environments/lite.yaml", env)
-    result = project.run("--env", "lite", "-p", "no:xdist", *args, timeout=60)
-    return result, project.checks("lite")
+    return project.run_checks("lite", env, *args, timeout=60)
 
 
 def file_env(path: Path, tables: str = "[documents, chunks]") -> str:

@@ -45,15 +45,14 @@ targets:
 
 def run(project: Project, tmp_path: Path, *args: str) -> tuple[Result, dict[str, Any]]:
     project.copy_check("checks/health/test_http.py")
-    project.write("environments/tls.yaml", ENV)
     # A CA bundle of the machine's own, unrelated to the sandbox CA, as corporate images set.
     other = make_tls(tmp_path / "corporate")
     not_a_ca = tmp_path / "notes.pem"
     not_a_ca.write_text("renew the certificate before March\n")
-    result = project.run("--env", "tls", "-p", "no:xdist", *args, timeout=90,
-                         env={"REQUESTS_CA_BUNDLE": str(other.ca),
-                              "CURL_CA_BUNDLE": str(other.ca), "NOT_A_CA": str(not_a_ca)})
-    return result, {c["target"]: c for c in project.checks("tls").values()}
+    result, checks = project.run_checks("tls", ENV, *args, env={
+        "REQUESTS_CA_BUNDLE": str(other.ca), "CURL_CA_BUNDLE": str(other.ca),
+        "NOT_A_CA": str(not_a_ca)})
+    return result, {c["target"]: c for c in checks.values()}
 
 
 def test_verified_against_the_declared_ca_and_refused_without_it(
