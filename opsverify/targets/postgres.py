@@ -22,7 +22,7 @@ from psycopg.conninfo import conninfo_to_dict
 from pydantic import Field, field_validator, model_validator
 
 from opsverify.errors import TargetUnavailable, WriteRefused
-from opsverify.targets.base import DeclaredCheck, Section, TargetSpec
+from opsverify.targets.base import DeadlinePassed, DeclaredCheck, Section, TargetSpec, run_within
 
 READ_ONLY_VERBS = frozenset({"select", "with", "show", "explain", "values", "table"})
 APPLICATION_NAME = "opsverify"
@@ -214,15 +214,16 @@ class PostgresClient:
                 # Read-only: every statement runs in its own BEGIN READ ONLY transaction, so
                 # not even set_config() inside a query can make the session writable.
                 autocommit=self.writable,
-                # libpq's floor is 2 s; _connect_within enforces the real deadline.
+                # libpq's floor is 2 s and it does not bound every step; run_within
+                # enforces the real deadline.
                 connect_timeout=max(2, math.ceil(self.timeout_s)),
                 application_name=APPLICATION_NAME + ("-remediation" if self.writable else ""),
                 options=" ".join(options),
             )
 
         try:
-            conn = _connect_within(open_session, self.timeout_s)
-        except TimeoutError:
+            conn = run_within(open_session, self.timeout_s, name="opsverify-pg-connect")
+        except DeadlinePassed:
             raise self._unavailable(f"no answer within {self.timeout_s:g} s") from None
         except psycopg.OperationalError as exc:
             if "timeout expired" in str(exc):  # libpq's own deadline fired first: the same
@@ -437,28 +438,6 @@ def _code_only(sql: str) -> str:
         return " " if match.lastgroup == "comment" else " _ "
 
     return _LEXEMES.sub(blank, sql)
-
-
-def _connect_within(open_session: Callable[[], T], timeout_s: float) -> T:
-    """Open a session in a helper thread and give up after ``timeout_s``: libpq's own
-    connect_timeout cannot go below 2 s and does not bound every step."""
-    result: list[T] = []
-    error: list[BaseException] = []
-
-    def attempt() -> None:
-        try:
-            result.append(open_session())
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
-            error.append(exc)
-
-    worker = threading.Thread(target=attempt, name="opsverify-pg-connect", daemon=True)
-    worker.start()
-    worker.join(timeout_s)
-    if worker.is_alive():
-        raise TimeoutError
-    if error:
-        raise error[0]
-    return result[0]
 
 
 def _shutdown(conn: psycopg.Connection[Any]) -> None:
