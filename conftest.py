@@ -5,6 +5,7 @@ pytest_plugins = [
     "fixtures.environment",  # --env: choose, interpolate, validate (exit 4), share with xdist
     "fixtures.markers",      # cadence, gate, destructive; category from the check's folder
     "fixtures.targets",      # --target; one test per target, readable ids; one-line ERRORs
+    "fixtures.probes",       # clients, and the reads checks declare, run in one bounded pool
     "fixtures.outcomes",     # evidence API; PASS/WARN/FAIL/ERROR/SKIP/WAIVED
     "fixtures.reports",      # reports/<env>/<timestamp>/: html, junit, allure, summary.json
     "fixtures.safety",       # --allow-destructive, --plan, --max-actions, audit, re-check

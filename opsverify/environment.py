@@ -35,6 +35,10 @@ class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     timeout_s: float = Field(default=5.0, gt=0, le=300)
+    # Probes run at most this many at once, and at most per_target_concurrency against one
+    # target: a production server never sees a burst from us (fixtures/probes.py).
+    max_concurrency: int = Field(default=32, ge=1, le=256)
+    per_target_concurrency: int = Field(default=2, ge=1, le=32)
 
 
 class Waiver(BaseModel):

@@ -5,6 +5,7 @@ from typing import Any
 
 import pytest
 
+from fixtures.probes import probe
 from opsverify.evidence import EvidenceLog
 from opsverify.stats import percentile
 from opsverify.targets.http import (
@@ -21,12 +22,36 @@ from opsverify.targets.http import (
 )
 from opsverify.thresholds import Threshold
 
+# Every read here is a GET of a declared path, prefetched in the probe pool; checks that GET
+# the same path share one answer (and the first health path is the reachability probe's).
+
+
+@probe(key=lambda http, http_health: ("GET", http_health.path))
+def health_response(http: HttpClient, http_health: HealthProbe) -> HttpResponse:
+    return http.get(http_health.path)
+
+
+@probe(key=lambda http, http_response_time: ("GET", http_response_time.path))
+def timed_response(http: HttpClient, http_response_time: HealthProbe) -> HttpResponse:
+    return http.get(http_response_time.path)
+
+
+@probe(key=lambda http, http_redirect: ("GET", http_redirect.path))
+def redirect_response(http: HttpClient, http_redirect: RedirectProbe) -> HttpResponse:
+    return http.get(http_redirect.path)
+
+
+@probe(key=lambda http, http_check: ("GET", http_check.path))
+def checked_response(http: HttpClient, http_check: HttpCheck) -> HttpResponse:
+    return http.get(http_check.path)
+
 
 @pytest.mark.daily
 @pytest.mark.deploy_gate
-def test_health(http: HttpClient, http_health: HealthProbe, evidence: EvidenceLog) -> None:
+def test_health(http_health: HealthProbe, health_response: HttpResponse,
+                evidence: EvidenceLog) -> None:
     """The health endpoint answers with the declared status and JSON values."""
-    response = http.get(http_health.path)
+    response = health_response
     evidence.note(f"GET {http_health.path} response time", response.elapsed_ms, unit="ms")
     evidence.expect(f"GET {http_health.path} status", response.status,
                     equals=http_health.expect_status)
@@ -35,22 +60,24 @@ def test_health(http: HttpClient, http_health: HealthProbe, evidence: EvidenceLo
 
 @pytest.mark.daily
 def test_response_time(http: HttpClient, http_response_time: HealthProbe,
-                       evidence: EvidenceLog) -> None:
+                       timed_response: HttpResponse, evidence: EvidenceLog) -> None:
     """One request to a health endpoint answers within its ``max_ms``."""
-    probe = http_response_time
-    index = http.spec.health.index(probe)
-    response = http.get(probe.path)
-    evidence.note(f"GET {probe.path} status", response.status)
-    assert probe.max_ms is not None
+    declared = http_response_time
+    index = http.spec.health.index(declared)
+    response = timed_response
+    evidence.note(f"GET {declared.path} status", response.status)
+    assert declared.max_ms is not None
     evidence.within("http.response_ms", response.elapsed_ms, unit="ms",
-                    default=Threshold(crit=probe.max_ms),
+                    default=Threshold(crit=declared.max_ms),
                     default_source=evidence.source_of("targets", http.name, "health", index,
                                                       "max_ms"))
 
 
 @pytest.mark.daily
-def test_latency_p95(http: HttpClient, http_latency: LatencyProbe, evidence: EvidenceLog) -> None:
-    """The p95 response time over N sequential requests stays under its threshold."""
+def test_latency_p95(http: HttpClient, http_latency: LatencyProbe, after_burst: None,
+                     evidence: EvidenceLog) -> None:
+    """The p95 response time over N sequential requests stays under its threshold (taken
+    inline, one after another, once the prefetching burst is over)."""
     samples = [http.get(http_latency.path).elapsed_ms for _ in range(http_latency.samples)]
     evidence.note("samples", len(samples))
     evidence.note("max", max(samples), unit="ms")
@@ -60,12 +87,13 @@ def test_latency_p95(http: HttpClient, http_latency: LatencyProbe, evidence: Evi
 
 @pytest.mark.daily
 @pytest.mark.deploy_gate
-def test_redirect(http: HttpClient, http_redirect: RedirectProbe, evidence: EvidenceLog) -> None:
+def test_redirect(http: HttpClient, http_redirect: RedirectProbe,
+                  redirect_response: HttpResponse, evidence: EvidenceLog) -> None:
     """An old address redirects where it is declared to, with the declared status."""
     redirect = http_redirect
     where = evidence.source_of("targets", http.name, "redirects",
                                http.spec.redirects.index(redirect))
-    response = http.get(redirect.path)
+    response = redirect_response
     if redirect.status is not None:
         evidence.expect(f"GET {redirect.path} status", response.status, equals=redirect.status,
                         source=where)
@@ -78,14 +106,15 @@ def test_redirect(http: HttpClient, http_redirect: RedirectProbe, evidence: Evid
                     equals=http.shown(redirect.to), source=where)
 
 
-def test_http_check(http: HttpClient, http_check: HttpCheck, evidence: EvidenceLog) -> None:
+def test_http_check(http: HttpClient, http_check: HttpCheck, checked_response: HttpResponse,
+                    evidence: EvidenceLog) -> None:
     """A request declared in the environment file answers as declared (status, JSON values,
     body text, headers, response time). Cadence and category markers come from the
     declaration."""
     check = http_check
     index = http.spec.http_checks.index(check)
     where = evidence.source_of("targets", http.name, "http_checks", index)
-    response = http.get(check.path)
+    response = checked_response
     evidence.expect(f"GET {check.path} status", response.status, equals=check.expect_status,
                     source=where)
     _expect_json(evidence, response, check.expect_json)

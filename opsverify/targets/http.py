@@ -212,9 +212,13 @@ class HttpClient:
             return absolute
         return there.path + (f"?{there.query}" if there.query else "")
 
-    def reachable(self) -> None:
-        """One request to prove the target answers HTTP at all (any status will do)."""
-        self.get(self.spec.health[0].path if self.spec.health else "/")
+    def reach_path(self) -> str:
+        """What proves the target answers HTTP at all (any status will do): its first
+        health path, whose answer the health check then judges, else ``/``."""
+        return self.spec.health[0].path if self.spec.health else "/"
+
+    def reachable(self) -> HttpResponse:
+        return self.get(self.reach_path())
 
     def close(self) -> None:
         self.session.close()

@@ -8,6 +8,7 @@ progress handler interrupts any statement still running when the deadline passes
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,9 +48,14 @@ class SqliteClient:
         self.path = Path(spec.path).expanduser()
         self._conn: sqlite3.Connection | None = None
         self._deadline = 0.0
+        self._lock = threading.RLock()
 
     def connect(self) -> None:
         """Open the file read-only; a missing or unreadable file raises TargetUnavailable."""
+        with self._lock:
+            self._open()
+
+    def _open(self) -> None:
         if self._conn is not None:
             return
         if not self.path.is_file():
@@ -57,7 +63,9 @@ class SqliteClient:
             raise self._unavailable(what)
         uri = self.path.absolute().as_uri() + "?mode=ro"
         try:
-            conn = sqlite3.connect(uri, uri=True, timeout=self.timeout_s, isolation_level=None)
+            # Opened by a probe thread, read by others: one statement at a time (self._lock).
+            conn = sqlite3.connect(uri, uri=True, timeout=self.timeout_s, isolation_level=None,
+                                   check_same_thread=False)
         except sqlite3.Error as exc:
             raise self._unavailable(f"cannot open read-only: {exc}") from None
         conn.set_progress_handler(self._past_deadline, PROGRESS_EVERY)
@@ -70,14 +78,15 @@ class SqliteClient:
 
     def rows(self, sql: str, params: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
         """Rows of one statement as SQLite produces them, all within one deadline."""
-        self.connect()
-        conn = self._conn
-        assert conn is not None
-        self._deadline = time.monotonic() + self.timeout_s
-        try:
-            yield from conn.execute(sql, params)
-        except sqlite3.Error as exc:
-            raise self._translate(exc) from None
+        with self._lock:
+            self.connect()
+            conn = self._conn
+            assert conn is not None
+            self._deadline = time.monotonic() + self.timeout_s
+            try:
+                yield from conn.execute(sql, params)
+            except sqlite3.Error as exc:
+                raise self._translate(exc) from None
 
     def schema_version(self) -> int:
         """Reads the header and the schema: fails on a file that is not a database."""
