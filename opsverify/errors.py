@@ -21,6 +21,7 @@ class TargetUnavailable(OpsverifyError):
         self.target = target
         self.address = address
         self.cause = cause
+        self.timing: object | None = None  # the probe that found it, when one did
         super().__init__(f"{target} ({address}): {cause}")
 
 

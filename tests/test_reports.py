@@ -20,7 +20,7 @@ STUCK = "checks/health/test_postgres.py::test_sql_check[db:no_stuck_runs]"
 SUMMARY_KEYS = {"schema", "run_id", "environment", "operator", "host", "started", "finished",
                 "duration_s", "revision", "exit_status", "counts", "checks", "audit"}
 CHECK_KEYS = {"nodeid", "outcome", "target", "duration_s", "evidence", "message", "plan",
-              "applied"}
+              "applied", "probes"}
 EVIDENCE_KEYS = {"name", "target", "value", "unit", "verdict", "expected", "source"}
 OUTCOMES = ["FAIL", "ERROR", "WARN", "WAIVED", "PLAN", "SKIP", "PASS"]
 

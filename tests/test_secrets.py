@@ -28,6 +28,7 @@ ENVIRONMENT = """\
 description: secrets proof (token ${OPS_API_TOKEN})
 settings:
   timeout_s: 3
+  allure: true
 sandbox:
   postgres: {database: ts_forecast_system}
   redis: {}

@@ -29,9 +29,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
-import boto3
 import psycopg
-from botocore.config import Config
 from psycopg import sql
 
 from opsverify.sandbox import sqlite as sqlite_seed
@@ -282,6 +280,9 @@ class BackupSeeder:
         return port is not None and port_open(port)
 
     def _client(self, service: str) -> Any:
+        import boto3  # deferred: a run without AWS targets never loads it
+        from botocore.config import Config
+
         return boto3.client(
             service, endpoint_url=f"http://127.0.0.1:{self.ctx.ports['moto']}",
             region_name=self.spec.region, aws_access_key_id=ACCESS_KEY_ID,

@@ -20,14 +20,14 @@ import subprocess
 import tarfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, ClassVar
-
-import docker
-from docker.errors import DockerException
-from docker.models.containers import Container
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from opsverify.sandbox.base import SandboxContext
 from opsverify.sandbox.process import spawn, stop, wait_until
+
+if TYPE_CHECKING:  # the docker library loads only when the engine is started
+    import docker
+    from docker.models.containers import Container
 from opsverify.sandbox.spec import DockerComponent
 
 IMAGE = "opsverify/busybox"
@@ -163,6 +163,8 @@ class DockerEngine:
 
     # -- stop -------------------------------------------------------------------------
     def stop(self) -> None:
+        from docker.errors import DockerException
+
         if self._client is not None:
             try:
                 for container in self._client.containers.list(all=True):
@@ -182,11 +184,16 @@ class DockerEngine:
     # -- internals --------------------------------------------------------------------
     def client(self) -> docker.DockerClient:
         """The sandbox's own, write-capable client (checks never get this one)."""
+        import docker
+
         if self._client is None:
             self._client = docker.DockerClient(base_url=self.url, version="auto", timeout=30)
         return self._client
 
     def _answers(self) -> bool:
+        import docker
+        from docker.errors import DockerException
+
         if not self.socket.exists():
             return False
         try:

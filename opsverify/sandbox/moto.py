@@ -23,9 +23,7 @@ import sys
 import time
 from typing import Any, ClassVar
 
-import boto3
 import requests
-from botocore.config import Config
 
 from opsverify.sandbox.base import SandboxContext
 from opsverify.sandbox.process import free_port, port_open, spawn, stop, wait_until
@@ -121,6 +119,9 @@ class MotoServer:
 
     def client(self, service: str) -> Any:
         """A write-capable boto3 client, for seeding and faults only."""
+        import boto3  # deferred: a run without AWS targets never loads it
+        from botocore.config import Config
+
         return boto3.client(
             service, endpoint_url=self.endpoint, region_name=self.spec.region,
             aws_access_key_id=ACCESS_KEY_ID, aws_secret_access_key=self.secret_access_key,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -81,16 +82,45 @@ class DeadlinePassed(Exception):
     """:func:`run_within` gave up waiting (distinct from a ``TimeoutError`` of ``fn``'s)."""
 
 
+class _Calls:
+    """Daemon threads for :func:`run_within`, reused from call to call (a new thread per
+    request cost more than the request on loopback) and made only when none is idle.
+    Daemons, unlike an executor's threads: an abandoned call still dripping must not hold
+    the interpreter's exit."""
+
+    def __init__(self) -> None:
+        self._tasks: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._idle = 0
+
+    def run(self, task: Callable[[], None]) -> None:
+        with self._lock:
+            if self._idle:
+                self._idle -= 1
+            else:
+                threading.Thread(target=self._work, name="opsverify-call", daemon=True).start()
+        self._tasks.put(task)
+
+    def _work(self) -> None:
+        while True:
+            self._tasks.get()()
+            with self._lock:
+                self._idle += 1
+
+
+_CALLS = _Calls()
+
+
 def run_within(fn: Callable[[], T], seconds: float, *, name: str) -> T:
-    """``fn()`` in a daemon thread; :class:`DeadlinePassed` after ``seconds``. For client
-    libraries whose socket timeouts bound each read, not the whole answer: a server that
-    drips its answer cannot hold the run past the deadline (the abandoned thread ends at its
-    next read timeout, or when the caller closes its socket). ``fn``'s exception is raised
-    here, in the caller's thread."""
+    """``fn()`` on another (reused, daemon) thread; :class:`DeadlinePassed` after
+    ``seconds``. For client libraries whose socket timeouts bound each read, not the whole
+    answer: a server that drips its answer cannot hold the run past the deadline (the
+    abandoned call ends at its next read timeout, or when the caller closes its socket).
+    ``fn``'s exception is raised here, in the caller's thread; ``name`` says what it was."""
     outcome: dict[str, Any] = {}
     done = threading.Event()
 
-    def run() -> None:
+    def task() -> None:
         try:
             outcome["value"] = fn()
         except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
@@ -98,9 +128,9 @@ def run_within(fn: Callable[[], T], seconds: float, *, name: str) -> T:
         finally:
             done.set()
 
-    threading.Thread(target=run, name=name, daemon=True).start()
+    _CALLS.run(task)
     if not done.wait(seconds):
-        raise DeadlinePassed
+        raise DeadlinePassed(name)
     if "error" in outcome:
         raise outcome["error"]
     return outcome["value"]  # type: ignore[no-any-return]
