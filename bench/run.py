@@ -1,14 +1,18 @@
 """opsverify benchmarks: ratios against baselines taken in the same run (DESIGN.md §9).
 
-    .venv/bin/python bench/run.py [--targets 10,100,1000] [--latency-ms 50]
+    .venv/bin/python bench/run.py [--repeat 3] [--big 10000]
 
-1. harness overhead: `pytest -m daily` over N HTTP targets (health checks only) against a raw
-   `requests` loop doing the same GETs (the fixture's reachability probe + the health GET);
-2. injected latency: the same with every response delayed, against an ideal concurrent loop
-   (all probes at once: the floor is one latency);
-3. growth: wall time from the smallest to the largest N, against the ideal ratio;
-4. Nagios style: the same probes as `check_http` processes, one fork per check, when
-   monitoring-plugins is installed.
+Every row is a ratio of two things timed side by side, the median of ``--repeat`` runs:
+
+1. harness overhead: `pytest -m daily` over 1,000 HTTP targets (health checks) against
+   pytest's own wall for 1,000 trivial tests plus a raw serial `requests` loop of the same
+   1,000 GETs;
+2. injected latency: 500 targets answering in 20 ms, the suite's extra wall over zero latency
+   against the same for an ideal 10-thread `requests` loop;
+3. Nagios style: the same 1,000 probes as `check_http` processes, one fork per check
+   (monitoring-plugins-basic);
+4. hung targets: 10 targets that accept and never answer (`timeout_s: 2`) against 1;
+5. peak RSS at 1,000 targets, and wall and peak RSS at ``--big`` targets.
 
 Nothing here runs in CI; results go to stdout and bench/results/<timestamp>.json.
 """
@@ -17,12 +21,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
+import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -32,6 +40,7 @@ import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 CHECK_HTTP = Path("/usr/lib/nagios/plugins/check_http")
+BODY = b'{"status": "healthy"}'
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -40,12 +49,11 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         if self.delay_s:
             time.sleep(self.delay_s)
-        body = b'{"status": "healthy"}'
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Length", str(len(BODY)))
         self.end_headers()
-        self.wfile.write(body)
+        self.wfile.write(BODY)
 
     def log_message(self, *args: object) -> None:
         pass
@@ -60,8 +68,14 @@ def serve(delay_s: float) -> tuple[ThreadingHTTPServer, int]:
     return server, server.server_address[1]
 
 
-def environment(path: Path, port: int, n: int) -> Path:
-    lines = ["description: bench", "settings: {timeout_s: 10}", "targets:"]
+def hung_socket() -> tuple[socket.socket, int]:
+    """Accepts connections (the kernel's backlog does) and never answers."""
+    sock = socket.create_server(("127.0.0.1", 0), backlog=128)
+    return sock, sock.getsockname()[1]
+
+
+def environment(path: Path, port: int, n: int, timeout_s: float = 10) -> Path:
+    lines = ["description: bench", f"settings: {{timeout_s: {timeout_s}}}", "targets:"]
     for i in range(n):
         lines += [f"  api-{i}:", "    type: http", f"    url: http://127.0.0.1:{port}",
                   "    health: {path: /health, expect_status: 200, "
@@ -70,44 +84,62 @@ def environment(path: Path, port: int, n: int) -> Path:
     return path
 
 
-def run_pytest(env: Path, reports: Path, *extra: str) -> float:
+def timed(argv: list[str], cwd: Path, ok: tuple[int, ...] = (0,)) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB) of one command."""
     started = time.perf_counter()
-    proc = subprocess.run(
-        # `--opt=PATH`, never `--opt PATH`: pytest would take an existing path outside the
-        # repository for its rootdir, before our options are known.
-        [sys.executable, "-m", "pytest", "-q", "-m", "daily", f"--env={env}",
-         f"--reports-dir={reports}", "-k", "test_health", "checks/health/test_http.py",
-         *extra],
-        cwd=ROOT, capture_output=True, text=True, check=False)
+    proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert proc.stdout is not None
+    output = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - started
-    if proc.returncode != 0:
-        raise SystemExit(f"pytest failed:\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
-    return wall
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode not in ok:
+        raise SystemExit(f"{argv[:4]} exited {proc.returncode}:\n{output[-3000:].decode()}")
+    return wall, usage.ru_maxrss / 1024
+
+
+def suite(env: Path, reports: Path, ok: tuple[int, ...] = (0,)) -> tuple[float, float]:
+    # `--opt=PATH`, never `--opt PATH`: pytest would take an existing path outside the
+    # repository for its rootdir, before our options are known.
+    return timed([sys.executable, "-m", "pytest", "-q", "-m", "daily", f"--env={env}",
+                  f"--reports-dir={reports}", "-k", "test_health",
+                  "checks/health/test_http.py"], ROOT, ok)
+
+
+def trivial_pytest(work: Path, n: int) -> float:
+    directory = work / "trivial"
+    directory.mkdir(exist_ok=True)
+    (directory / "test_trivial.py").write_text(
+        "import pytest\n\n\n@pytest.mark.parametrize('i', range(%d))\n"
+        "def test_trivial(i):\n    assert i >= 0\n" % n)
+    return timed([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                  "test_trivial.py"], directory)[0]
 
 
 def raw_loop(port: int, n: int) -> float:
     started = time.perf_counter()
     with requests.Session() as session:
         for _ in range(n):
-            for _ in range(2):  # reachability probe + the health GET, as the suite does
-                response = session.get(f"http://127.0.0.1:{port}/health", timeout=10)
-                assert response.json()["status"] == "healthy"
+            response = session.get(f"http://127.0.0.1:{port}/health", timeout=10)
+            assert response.json()["status"] == "healthy"
     return time.perf_counter() - started
 
 
-def ideal_concurrent(port: int, n: int) -> float:
+def ideal_loop(port: int, n: int, threads: int = 10) -> float:
+    local = threading.local()
+
     def probe(_: int) -> None:
-        requests.get(f"http://127.0.0.1:{port}/health", timeout=30).raise_for_status()
+        session = getattr(local, "session", None) or requests.Session()
+        local.session = session
+        session.get(f"http://127.0.0.1:{port}/health", timeout=30).raise_for_status()
 
     started = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=min(n, 256)) as pool:
+    with ThreadPoolExecutor(max_workers=threads) as pool:
         list(pool.map(probe, range(n)))
     return time.perf_counter() - started
 
 
-def nagios(port: int, n: int) -> float | None:
-    if not CHECK_HTTP.exists():
-        return None
+def nagios(port: int, n: int) -> float:
     started = time.perf_counter()
     for _ in range(n):
         subprocess.run([str(CHECK_HTTP), "-H", "127.0.0.1", "-p", str(port), "-u", "/health",
@@ -115,49 +147,68 @@ def nagios(port: int, n: int) -> float | None:
     return time.perf_counter() - started
 
 
+def median(fn: Callable[[], float], repeat: int) -> float:
+    return statistics.median(fn() for _ in range(repeat))
+
+
+def row(results: dict[str, object], key: str, **values: object) -> None:
+    results[key] = values
+    print(f"{key}: " + ", ".join(f"{k}={v}" for k, v in values.items()), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--targets", default="10,100,1000")
-    parser.add_argument("--latency-ms", type=float, default=50)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--big", type=int, default=10_000)
     args = parser.parse_args()
-    sizes = [int(s) for s in args.targets.split(",")]
+    repeat = args.repeat
     work = Path(tempfile.mkdtemp(prefix="opsverify-bench-"))
-    results: dict[str, object] = {"when": datetime.now().isoformat(timespec="seconds")}
+    reports = work / "reports"
+    results: dict[str, object] = {"when": datetime.now().isoformat(timespec="seconds"),
+                                  "repeat": repeat}
     try:
-        server, port = serve(0.0)
-        rows = []
-        for n in sizes:
-            env = environment(work / f"fast-{n}.yaml", port, n)
-            suite = run_pytest(env, work / "reports")
-            raw = raw_loop(port, n)
-            nag = nagios(port, n)
-            rows.append({"targets": n, "suite_s": round(suite, 3), "raw_loop_s": round(raw, 3),
-                         "overhead_ratio": round(suite / raw, 1),
-                         "nagios_s": None if nag is None else round(nag, 3),
-                         "suite_vs_nagios": None if nag is None else round(suite / nag, 2)})
-            print(rows[-1], flush=True)
-        results["overhead"] = rows
-        small, large = rows[0], rows[-1]
-        results["growth"] = {
-            "from": small["targets"], "to": large["targets"],
-            "wall_ratio": round(large["suite_s"] / small["suite_s"], 1),
-            "ideal_ratio": large["targets"] / small["targets"]}
-        print(results["growth"], flush=True)
-        server.shutdown()
+        fast, port = serve(0.0)
+        env = environment(work / "fast-1000.yaml", port, 1000)
+        runs = [suite(env, reports) for _ in range(repeat)]
+        wall = statistics.median(w for w, _ in runs)
+        trivial = median(lambda: trivial_pytest(work, 1000), repeat)
+        raw = median(lambda: raw_loop(port, 1000), repeat)
+        row(results, "overhead_1000", suite_s=round(wall, 2), trivial_pytest_s=round(trivial, 2),
+            raw_loop_s=round(raw, 2), ratio=round(wall / (trivial + raw), 2), goal="<= 1.3")
+        row(results, "rss_1000", peak_mb=round(max(r for _, r in runs)), goal="<= 250")
+        if CHECK_HTTP.exists():
+            nag = median(lambda: nagios(port, 1000), repeat)
+            row(results, "nagios_1000", suite_s=round(wall, 2), check_http_s=round(nag, 2),
+                ratio=round(wall / nag, 2), goal="<= 0.8")
+        else:
+            print("nagios_1000: skipped (apt-get install monitoring-plugins-basic)")
 
-        slow, slow_port = serve(args.latency_ms / 1000)
-        n = sizes[min(1, len(sizes) - 1)]
-        env = environment(work / f"slow-{n}.yaml", slow_port, n)
-        latency = {"targets": n, "latency_ms": args.latency_ms,
-                   "suite_s": round(run_pytest(env, work / "reports"), 3),
-                   "suite_n2_s": round(run_pytest(env, work / "reports", "-n", "2"), 3),
-                   "ideal_concurrent_s": round(ideal_concurrent(slow_port, n), 3)}
-        latency["ratio"] = round(latency["suite_s"] / latency["ideal_concurrent_s"], 1)
-        latency["ratio_n2"] = round(latency["suite_n2_s"] / latency["ideal_concurrent_s"], 1)
-        results["latency"] = latency
-        print(latency, flush=True)
+        slow, slow_port = serve(0.020)
+        env0 = environment(work / "fast-500.yaml", port, 500)
+        env20 = environment(work / "slow-500.yaml", slow_port, 500)
+        extra = median(lambda: suite(env20, reports)[0] - suite(env0, reports)[0], repeat)
+        ideal = median(lambda: ideal_loop(slow_port, 500) - ideal_loop(port, 500), repeat)
+        row(results, "latency_500x20ms", suite_extra_s=round(extra, 2),
+            ideal_10_threads_extra_s=round(ideal, 2), ratio=round(extra / ideal, 2),
+            goal="<= 1.5")
         slow.shutdown()
+
+        hung, hung_port = hung_socket()
+        env_one = environment(work / "hung-1.yaml", hung_port, 1, timeout_s=2)
+        env_ten = environment(work / "hung-10.yaml", hung_port, 10, timeout_s=2)
+        one = median(lambda: suite(env_one, reports, ok=(1,))[0], repeat)
+        ten = median(lambda: suite(env_ten, reports, ok=(1,))[0], repeat)
+        row(results, "hung_10_vs_1", ten_s=round(ten, 2), one_s=round(one, 2),
+            ratio=round(ten / one, 2), goal="<= 1.5")
+        hung.close()
+
+        if args.big:
+            env_big = environment(work / f"fast-{args.big}.yaml", port, args.big)
+            big_wall, big_rss = suite(env_big, reports)
+            row(results, f"targets_{args.big}", wall_s=round(big_wall, 2),
+                peak_mb=round(big_rss), per_check_ms=round(big_wall / args.big * 1000, 2))
+        fast.shutdown()
     finally:
         shutil.rmtree(work, ignore_errors=True)
     out = ROOT / "bench" / "results"

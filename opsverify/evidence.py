@@ -8,7 +8,7 @@ test's outcome and its measurements into report properties.
 from __future__ import annotations
 
 import itertools
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from opsverify.environment import LoadedEnvironment
@@ -41,12 +41,12 @@ class Measurement:
         return text if self.verdict is Verdict.PASS else f"{text} → {self.verdict.value}"
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["verdict"] = self.verdict.value
-        data["value"] = self.value if isinstance(self.value, int | float | str | bool) else (
+        # By hand, not asdict(): that deep-copies, and this runs for every measurement.
+        value = self.value if isinstance(self.value, int | float | str | bool) else (
             None if self.value is None else str(self.value))
-        del data["sequence"]
-        return data
+        return {"name": self.name, "target": self.target, "value": value, "unit": self.unit,
+                "verdict": self.verdict.value, "expected": self.expected,
+                "source": self.source}
 
 
 class EvidenceLog:

@@ -18,11 +18,12 @@ their results.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import threading
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -120,6 +121,7 @@ class ProbePool:
         self._idle = 0
         self._unfinished = 0
         self._closed = False
+        self._holding = 0
         self._all_done = threading.Condition(self._lock)
 
     # -- submitting ------------------------------------------------------------------------
@@ -155,6 +157,22 @@ class ProbePool:
             else:
                 state.blocked.append(probe)
             return probe
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """Submit many probes at once: no thread starts until the block ends, so the
+        submitting thread does not compete with the first probes for the interpreter."""
+        with self._lock:
+            self._holding += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._holding -= 1
+                while self._runnable and len(self._threads) < self.max_concurrency and \
+                        self._idle < len(self._runnable):
+                    self._start_thread()
+                self._wake.notify_all()
 
     def find(self, target: str, key: Hashable) -> Probe[Any] | None:
         with self._lock:
@@ -200,12 +218,15 @@ class ProbePool:
             self._queued.add(target)
 
     def _grow(self) -> None:
-        if self._idle == 0 and len(self._threads) < self.max_concurrency:
-            thread = threading.Thread(target=self._work, name=f"opsverify-probe-"
-                                      f"{len(self._threads) + 1}", daemon=True)
-            self._threads.append(thread)
-            self._idle += 1
-            thread.start()
+        if not self._holding and self._idle == 0 and len(self._threads) < self.max_concurrency:
+            self._start_thread()
+
+    def _start_thread(self) -> None:
+        thread = threading.Thread(target=self._work, name=f"opsverify-probe-"
+                                  f"{len(self._threads) + 1}", daemon=True)
+        self._threads.append(thread)
+        self._idle += 1
+        thread.start()
 
     def _take(self) -> Probe[Any] | None:
         while not self._closed:

@@ -297,3 +297,15 @@ def test_collect_only_contacts_nothing(project: Any, recording: RecordingServer)
     result = project.run("--env", "probed", "--collect-only", "-q")
     assert result.returncode == 0, result.output
     assert recording.paths == []
+
+
+def test_held_submissions_start_together(pool: ProbePool) -> None:
+    ran: list[str] = []
+    with pool.held():
+        probes = [pool.submit(f"t{i}", "read", lambda i=i: ran.append(f"t{i}"))
+                  for i in range(6)]
+        time.sleep(0.05)
+        assert ran == []  # nothing starts while the submitter is still submitting
+    for p in probes:
+        p.result()
+    assert sorted(ran) == [f"t{i}" for i in range(6)]
