@@ -110,8 +110,8 @@ def trivial_pytest(work: Path, n: int) -> float:
     directory = work / "trivial"
     directory.mkdir(exist_ok=True)
     (directory / "test_trivial.py").write_text(
-        "import pytest\n\n\n@pytest.mark.parametrize('i', range(%d))\n"
-        "def test_trivial(i):\n    assert i >= 0\n" % n)
+        f"import pytest\n\n\n@pytest.mark.parametrize('i', range({n}))\n"
+        "def test_trivial(i):\n    assert i >= 0\n")
     return timed([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                   "test_trivial.py"], directory)[0]
 

@@ -309,3 +309,30 @@ def test_held_submissions_start_together(pool: ProbePool) -> None:
     for p in probes:
         p.result()
     assert sorted(ran) == [f"t{i}" for i in range(6)]
+
+
+def test_the_documented_example_is_a_prefetched_check_in_one_file(project: Any) -> None:
+    """docs/architecture.md's worked example, copied as a newcomer would, runs against a
+    real Redis: PASS under its threshold, FAIL over one the environment sets."""
+    from tests.conftest import ROOT, sandbox_subset
+
+    doc = (ROOT / "docs" / "architecture.md").read_text()
+    example = doc.split("```python\n", 1)[1].split("```", 1)[0]
+    project.write("checks/capacity/test_redis.py", example)
+    env = sandbox_subset({"redis"})
+    project.write_env(env)
+    result = project.run("-m", "daily", "-p", "no:xdist")
+    assert result.returncode == 0, result.output
+    passed = project.checks()["test_key_count[cache]"]
+    assert passed["outcome"] == "PASS"
+    assert passed["probes"]
+    assert "redis_dbsize" in passed["probes"][0]
+    keys = passed["evidence"][0]["value"]
+    assert keys > 0  # the sandbox seeds its Redis
+    env["thresholds"] = {"redis.keys": {"warn": 0, "crit": keys - 1}}
+    project.write_env(env)
+    result = project.run("-m", "daily", "-p", "no:xdist")
+    assert result.returncode == 1, result.output
+    failed = project.checks()["test_key_count[cache]"]
+    assert failed["outcome"] == "FAIL"
+    assert f"redis.keys = {keys} keys, expected ≤ {keys - 1}" in failed["message"]

@@ -13,6 +13,8 @@ from html import unescape
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 STAMP = re.compile(r"^\d{8}-\d{6}(-\d+)?$")
 STALE = "checks/capacity/test_postgres.py::test_stale_idle_sessions[db]"
@@ -179,3 +181,30 @@ def test_with_xdist_the_report_set_is_written_once_by_the_controller(project: An
     html = (run / "report.html").read_text()
     assert html.count("<div id='opsverify-header'>") == 1
     assert STUCK in html[html.index("<h3>Failures and warnings</h3>"):]
+
+
+@pytest.mark.parametrize("asked", ["default", "setting", "alluredir"])
+def test_allure_results_are_written_only_when_asked(project: Any, tmp_path: Any,
+                                                    asked: str) -> None:
+    from tests.test_probes import RecordingServer, http_environment
+
+    server = RecordingServer(delay_s=0)
+    try:
+        project.copy_check("checks/health/test_http.py")
+        settings = ", allure: true" if asked == "setting" else ""
+        project.write("environments/probed.yaml", http_environment(server.port, 2, 1, settings))
+        mine = tmp_path / "my-allure"
+        extra = [f"--alluredir={mine}"] if asked == "alluredir" else []
+        result = project.run("--env", "probed", "-m", "daily or not daily", *extra)
+    finally:
+        server.close()
+    assert result.returncode == 0, result.output
+    (run,) = run_dirs(project, "probed")
+    names = {p.name for p in run.iterdir()}
+    assert names >= {"report.html", "junit.xml", "summary.json"}
+    assert ("allure-results" in names) == (asked == "setting"), names
+    if asked == "setting":
+        assert len(list((run / "allure-results").glob("*-result.json"))) == 7  # 4 checks, 3 SKIPs
+        assert "allure-results/" in result.stdout
+    if asked == "alluredir":
+        assert len(list(mine.glob("*-result.json"))) == 7  # the user's path, as given
