@@ -4,6 +4,7 @@ what they are not, lagging (replay paused) and broken (``--sandbox-fault replica
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -17,7 +18,7 @@ from opsverify.sandbox.postgres_replica import PostgresReplicaServer
 from opsverify.sandbox.process import wait_until
 from opsverify.sandbox.runtime import Sandbox
 from opsverify.sandbox.spec import PostgresComponent, PostgresReplicaComponent, SandboxSpec
-from opsverify.targets.postgres import PostgresTarget, version_num
+from opsverify.targets.postgres import PostgresClient, PostgresTarget, version_num
 from tests.conftest import Project, Result
 
 pytestmark = pytest.mark.skipif(bindir() is None,
@@ -182,6 +183,39 @@ def test_replay_lag_fails_past_its_thresholds(project: Project, replicated: Sand
     # Still streaming: the lag, not the link, is what failed.
     assert evidence(checks["test_wal_receiver_streaming[db-replica:replica]"])[
         "WAL receiver status"] == "streaming"
+
+
+def test_one_client_shared_by_threads_keeps_each_statement_its_own(
+        replicated: Sandbox) -> None:
+    """Probe threads and the main thread share a target's client: a statement that fails
+    (aborting its READ ONLY transaction) must not fail another thread's statement with it,
+    and every thread gets its own answer."""
+    dsn = replicated.variables()["SANDBOX_POSTGRES_DSN"]
+    client = PostgresClient("db", PostgresTarget(type="postgres", dsn=dsn), 3)
+    wrong: list[str] = []
+
+    def work(offset: int) -> None:
+        for i in range(60):
+            try:
+                if (i + offset) % 3 == 0:
+                    client.scalar("SELECT 1/0")
+                elif client.scalar("SELECT %s::int", (i,)) != i:
+                    wrong.append(f"thread {offset}: another statement's answer")
+            except psycopg.errors.DivisionByZero:
+                pass
+            except Exception as exc:  # noqa: BLE001 - every other error is the finding
+                wrong.append(f"thread {offset}: {type(exc).__name__}: {exc}")
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+    finally:
+        client.close()
+    assert not any(thread.is_alive() for thread in threads)
+    assert wrong == [], wrong[:3]
 
 
 def _received_not_replayed(admin: psycopg.Connection[Any]) -> float:

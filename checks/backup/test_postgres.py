@@ -3,19 +3,26 @@
 
 import pytest
 
-from opsverify.backup.service import wal_archiver
+from fixtures.probes import probe
+from opsverify.backup.service import WalArchiver, wal_archiver
 from opsverify.evidence import EvidenceLog
 from opsverify.targets.postgres import PostgresClient
 from opsverify.thresholds import Threshold
 
 
+@probe
+def postgres_wal_archiver(postgres: PostgresClient) -> WalArchiver:
+    """``pg_stat_archiver`` with ``archive_mode`` and whether the server is a standby."""
+    return wal_archiver(postgres)
+
+
 @pytest.mark.daily
 def test_wal_archiving(postgres: PostgresClient, postgres_wal_archiving: bool | None,
-                       evidence: EvidenceLog) -> None:
+                       postgres_wal_archiver: WalArchiver, evidence: EvidenceLog) -> None:
     """WAL archiving works: no failure since the last archived segment, which is recent
     (threshold ``backup.wal_archive_age_s``; since the server started when none yet).
     A target declaring ``wal_archiving: true`` fails on a server that does not archive."""
-    archiver = wal_archiver(postgres)
+    archiver = postgres_wal_archiver
     evidence.note("archive_mode", archiver.archive_mode)
     evidence.note("standby", archiver.in_recovery)
     if not archiver.archiving:

@@ -3,18 +3,26 @@ BGSAVE succeeded, for servers declared with RDB persistence."""
 
 import pytest
 
-from opsverify.backup.service import redis_snapshot
+from fixtures.probes import probe
+from opsverify.backup.service import RedisSnapshot, redis_snapshot
 from opsverify.evidence import EvidenceLog
 from opsverify.targets.redis import RedisClient
 from opsverify.thresholds import Threshold
 
 
+@probe
+def redis_rdb_snapshot(redis: RedisClient) -> RedisSnapshot:
+    """LASTSAVE, the server's clock and ``INFO persistence``."""
+    return redis_snapshot(redis)
+
+
 @pytest.mark.daily
-def test_snapshot(redis: RedisClient, redis_rdb: str, evidence: EvidenceLog) -> None:
+def test_snapshot(redis_rdb: str, redis_rdb_snapshot: RedisSnapshot,
+                  evidence: EvidenceLog) -> None:
     """The last BGSAVE succeeded and LASTSAVE is recent by the server's clock (threshold
     ``backup.redis_lastsave_age_s``), unless nothing changed since: an old snapshot of an
     unchanged dataset is still complete."""
-    snapshot = redis_snapshot(redis)
+    snapshot = redis_rdb_snapshot
     evidence.expect("rdb_last_bgsave_status", snapshot.bgsave_status, equals="ok")
     evidence.note("LASTSAVE", snapshot.lastsave)
     evidence.note("changes since last save", snapshot.changes_since)

@@ -1,33 +1,103 @@
 """PostgreSQL health: the runbook's ``psql -c "SELECT 1"``, version, primary/replica role,
 replication, and its declared queries."""
 
+from dataclasses import dataclass
+from typing import Any
+
 import pytest
 
+from fixtures.probes import probe
+from opsverify.errors import TargetUnavailable
 from opsverify.evidence import EvidenceLog
-from opsverify.targets.postgres import PostgresClient, SqlCheck, version_num
+from opsverify.targets.postgres import (
+    PostgresClient,
+    Replica,
+    SqlCheck,
+    WalReceiver,
+    version_num,
+)
 from opsverify.thresholds import Threshold
 
 MiB = 1024 * 1024
 LAG_S = Threshold(warn=30, crit=300)
 LAG_BYTES = Threshold(warn=16 * MiB, crit=256 * MiB)  # one WAL segment warns
 
+# Every read here is a fixed query, or a declared one, prefetched in the probe pool.
+
+
+@dataclass(frozen=True)
+class SessionReading:
+    """What a read-only session answers: ``SELECT 1``, its read-only flag, the version."""
+
+    select_1: Any
+    read_only: Any
+    server_version: Any
+
+
+@dataclass(frozen=True)
+class SqlValue:
+    """A declared query's value, or the error it raised (a bad or writing query FAILs in
+    the check, like a refused one; an unreachable server is still the fixture's ERROR)."""
+
+    value: Any = None
+    error: Exception | None = None
+
+
+@probe
+def postgres_session_reading(postgres: PostgresClient) -> SessionReading:
+    return SessionReading(postgres.scalar("SELECT 1"),
+                          postgres.scalar("SHOW transaction_read_only"),
+                          postgres.scalar("SHOW server_version"))
+
+
+@probe
+def postgres_server_version(postgres: PostgresClient) -> tuple[str, int]:
+    return postgres.server_version()
+
+
+@probe
+def postgres_in_recovery(postgres: PostgresClient) -> bool:
+    return postgres.is_in_recovery()
+
+
+@probe
+def postgres_replicas(postgres: PostgresClient) -> tuple[Replica, ...]:
+    return tuple(postgres.replicas())
+
+
+@probe
+def postgres_wal_receiver(postgres: PostgresClient) -> WalReceiver:
+    return postgres.wal_receiver()
+
+
+@probe
+def postgres_sql_value(postgres: PostgresClient, sql_check: SqlCheck) -> SqlValue:
+    try:
+        return SqlValue(value=postgres.scalar(sql_check.query))
+    except TargetUnavailable:
+        raise
+    except Exception as exc:  # noqa: BLE001 - judged by the check: it fails with this error
+        return SqlValue(error=exc)
+
 
 @pytest.mark.daily
 @pytest.mark.deploy_gate
-def test_accepts_queries(postgres: PostgresClient, evidence: EvidenceLog) -> None:
+def test_accepts_queries(postgres_session_reading: SessionReading,
+                         evidence: EvidenceLog) -> None:
     """The server answers a query in a read-only session."""
-    evidence.expect("SELECT 1", postgres.scalar("SELECT 1"), equals=1)
-    evidence.expect("session read-only", postgres.scalar("SHOW transaction_read_only"),
-                    equals="on")
-    evidence.note("server_version", postgres.scalar("SHOW server_version"))
+    reading = postgres_session_reading
+    evidence.expect("SELECT 1", reading.select_1, equals=1)
+    evidence.expect("session read-only", reading.read_only, equals="on")
+    evidence.note("server_version", reading.server_version)
 
 
 @pytest.mark.daily
 @pytest.mark.deploy_gate
 def test_server_version(postgres: PostgresClient, postgres_min_version: str,
+                        postgres_server_version: tuple[str, int],
                         evidence: EvidenceLog) -> None:
     """The server runs at least the declared ``min_version``."""
-    version, number = postgres.server_version()
+    version, number = postgres_server_version
     evidence.note("server_version", version)
     evidence.expect("server_version_num", number, at_least=version_num(postgres_min_version),
                     source=evidence.source_of("targets", postgres.name, "min_version"))
@@ -35,9 +105,10 @@ def test_server_version(postgres: PostgresClient, postgres_min_version: str,
 
 @pytest.mark.daily
 @pytest.mark.deploy_gate
-def test_role(postgres: PostgresClient, postgres_role: str, evidence: EvidenceLog) -> None:
+def test_role(postgres: PostgresClient, postgres_role: str, postgres_in_recovery: bool,
+              evidence: EvidenceLog) -> None:
     """The server is the primary or the replica it is declared to be (pg_is_in_recovery)."""
-    in_recovery = postgres.is_in_recovery()
+    in_recovery = postgres_in_recovery
     evidence.note("pg_is_in_recovery()", in_recovery)
     evidence.expect("role", "replica" if in_recovery else "primary", equals=postgres_role,
                     source=evidence.source_of("targets", postgres.name, "role"))
@@ -45,10 +116,11 @@ def test_role(postgres: PostgresClient, postgres_role: str, evidence: EvidenceLo
 
 @pytest.mark.daily
 def test_replicas_streaming(postgres: PostgresClient, postgres_expect_replicas: int,
+                            postgres_replicas: tuple[Replica, ...],
                             evidence: EvidenceLog) -> None:
     """At least ``expect_replicas`` standbys stream from this server, and the furthest
     behind replays within the lag thresholds."""
-    replicas = postgres.replicas()
+    replicas = postgres_replicas
     for replica in replicas:
         evidence.note("replica", replica.describe())
     streaming = [r for r in replicas if r.state == "streaming"]
@@ -63,10 +135,11 @@ def test_replicas_streaming(postgres: PostgresClient, postgres_expect_replicas: 
 
 @pytest.mark.daily
 def test_wal_receiver_streaming(postgres: PostgresClient, postgres_replica: str,
+                                postgres_wal_receiver: WalReceiver,
                                 evidence: EvidenceLog) -> None:
     """A replica receives WAL from its primary right now, and replays what it received
     within the lag thresholds."""
-    receiver = postgres.wal_receiver()
+    receiver = postgres_wal_receiver
     if receiver.sender:
         evidence.note("primary", receiver.sender)
     evidence.expect("WAL receiver status", receiver.status, equals="streaming",
@@ -80,12 +153,15 @@ def test_wal_receiver_streaming(postgres: PostgresClient, postgres_replica: str,
                     default=LAG_BYTES)
 
 
-def test_sql_check(postgres: PostgresClient, sql_check: SqlCheck, evidence: EvidenceLog) -> None:
+def test_sql_check(postgres: PostgresClient, sql_check: SqlCheck,
+                   postgres_sql_value: SqlValue, evidence: EvidenceLog) -> None:
     """A query declared in the environment file returns a value within its bounds.
 
     Cadence and category markers come from the declaration.
     """
-    value = postgres.scalar(sql_check.query)
+    if postgres_sql_value.error is not None:
+        raise postgres_sql_value.error
+    value = postgres_sql_value.value
     index = postgres.spec.sql_checks.index(sql_check)
     where = evidence.source_of("targets", postgres.name, "sql_checks", index)
     warn = sql_check.warn

@@ -82,7 +82,12 @@ class QueryRefused(TargetUnavailable):
 
 
 class ClickHouseClient:
-    """One ClickHouse target over HTTP GET, with connect, read and whole-answer deadlines."""
+    """One ClickHouse target over HTTP GET, with connect, read and whole-answer deadlines.
+
+    Safe to share between threads as it is: its only shared state is the requests session
+    (headers set once here; urllib3's connection pool is thread-safe), and each GET keeps
+    its deadline and the response a deadline cuts to itself (:func:`get_within`).
+    """
 
     def __init__(self, name: str, spec: ClickHouseTarget, timeout_s: float) -> None:
         self.name = name

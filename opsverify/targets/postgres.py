@@ -183,7 +183,8 @@ class Session:
 class PostgresClient:
     """One session to one target, opened lazily, with every deadline set.
 
-    ``writable=False`` (the default) refuses writes on both sides of the wire.
+    ``writable=False`` (the default) refuses writes on both sides of the wire. Safe to share
+    between threads: one statement at a time (``self._lock``), each with its own deadline.
     """
 
     def __init__(
@@ -194,10 +195,20 @@ class PostgresClient:
         self.timeout_s = timeout_s
         self.writable = writable
         self._conn: psycopg.Connection[Any] | None = None
+        # Probe threads and the main thread share this client. psycopg serialises a
+        # connection's commands, but not ours around them: a statement and the rollback
+        # that ends its READ ONLY transaction must not interleave with another's (an error
+        # would abort the other's transaction), nor a deadline's cut or a reconnect race
+        # another statement. Held across connect(): a session opens once.
+        self._lock = threading.RLock()
 
     # -- connection -------------------------------------------------------------------
     def connect(self) -> None:
         """Open the session, or raise :class:`TargetUnavailable` within the deadline."""
+        with self._lock:
+            self._open()
+
+    def _open(self) -> None:
         if self._conn is not None:
             return
         ms = int(self.timeout_s * 1000)
@@ -234,16 +245,21 @@ class PostgresClient:
         self._conn = conn
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        with self._lock:  # a statement still running ends within its own deadline
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
 
     # -- reading ----------------------------------------------------------------------
     def query(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
         """Rows of a statement; a write from a read-only client raises :class:`WriteRefused`."""
         if not self.writable:
             refuse_writes(sql)
-        self.connect()
+        with self._lock:
+            return self._query(sql, params)
+
+    def _query(self, sql: str, params: Sequence[Any] | None) -> list[tuple[Any, ...]]:
+        self._open()
         conn = self._conn
         assert conn is not None
 

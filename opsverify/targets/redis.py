@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -105,7 +106,8 @@ class Replication:
 
 
 class RedisClient:
-    """One Redis target with connect and read deadlines and no retries."""
+    """One Redis target with connect and read deadlines and no retries; safe to share
+    between threads (one command at a time, each with its own deadline)."""
 
     def __init__(self, name: str, spec: RedisTarget, timeout_s: float) -> None:
         self.name = name
@@ -119,12 +121,21 @@ class RedisClient:
             client_name="opsverify",
             protocol=2,
         )
+        # redis-py's pool is thread-safe, but a call past its deadline disconnects the whole
+        # pool to end its abandoned read: that must not cut a concurrent call's connection
+        # (it would fail with a cause that is not its own). Redis runs one command at a
+        # time anyway, so serialising costs a round trip, not throughput.
+        self._lock = threading.Lock()
 
     def call(self, command: str, *args: Any) -> Any:
         """Send one read command; failures to reach the server raise TargetUnavailable.
         The socket timeout bounds each read; the whole answer has the deadline too, so a
         server dripping its reply cannot hold the run (some grace: the socket's message wins
         a tie)."""
+        with self._lock:
+            return self._call(command, *args)
+
+    def _call(self, command: str, *args: Any) -> Any:
         try:
             return run_within(
                 lambda: self.redis.execute_command(command, *args),  # type: ignore[no-untyped-call]
