@@ -336,3 +336,28 @@ def test_the_documented_example_is_a_prefetched_check_in_one_file(project: Any) 
     failed = project.checks()["test_key_count[cache]"]
     assert failed["outcome"] == "FAIL"
     assert f"redis.keys = {keys} keys, expected ≤ {keys - 1}" in failed["message"]
+
+
+def test_a_probe_s_own_error_is_the_check_s_fail_not_an_error(project: Any) -> None:
+    """A declared query that writes, or does not parse, FAILs its check (as it would read
+    inline); the server stays reachable, so the target's other checks are unaffected."""
+    from tests.conftest import sandbox_subset
+
+    project.copy_check("checks/health/test_postgres.py")
+    env = sandbox_subset({"postgres"})
+    env["targets"]["db"]["sql_checks"] += [
+        {"name": "writes", "query": "DELETE FROM runs", "expect": {"max": 0}},
+        {"name": "broken", "query": "SELECT count(*) FROM no_such_table", "expect": {"max": 0}},
+    ]
+    project.write_env(env)
+    result = project.run("-m", "daily", "-p", "no:xdist", "--target", "db")
+    assert result.returncode == 1, result.output
+    checks = project.checks()
+    writes, broken = checks["test_sql_check[db:writes]"], checks["test_sql_check[db:broken]"]
+    assert writes["outcome"] == "FAIL"
+    assert "refusing" in writes["message"]
+    assert "DELETE" in writes["message"]
+    assert broken["outcome"] == "FAIL"
+    assert "no_such_table" in broken["message"]
+    assert checks["test_sql_check[db:no_stuck_runs]"]["outcome"] == "PASS"
+    assert checks["test_accepts_queries[db]"]["outcome"] == "PASS"

@@ -7,7 +7,6 @@ from typing import Any
 import pytest
 
 from fixtures.probes import probe
-from opsverify.errors import TargetUnavailable
 from opsverify.evidence import EvidenceLog
 from opsverify.targets.postgres import (
     PostgresClient,
@@ -32,15 +31,6 @@ class SessionReading:
     select_1: Any
     read_only: Any
     server_version: Any
-
-
-@dataclass(frozen=True)
-class SqlValue:
-    """A declared query's value, or the error it raised (a bad or writing query FAILs in
-    the check, like a refused one; an unreachable server is still the fixture's ERROR)."""
-
-    value: Any = None
-    error: Exception | None = None
 
 
 @probe
@@ -71,13 +61,9 @@ def postgres_wal_receiver(postgres: PostgresClient) -> WalReceiver:
 
 
 @probe
-def postgres_sql_value(postgres: PostgresClient, sql_check: SqlCheck) -> SqlValue:
-    try:
-        return SqlValue(value=postgres.scalar(sql_check.query))
-    except TargetUnavailable:
-        raise
-    except Exception as exc:  # noqa: BLE001 - judged by the check: it fails with this error
-        return SqlValue(error=exc)
+def postgres_sql_value(postgres: PostgresClient, sql_check: SqlCheck) -> Any:
+    # A bad or writing query is the check's FAIL: the probe's error is raised in its body.
+    return postgres.scalar(sql_check.query)
 
 
 @pytest.mark.daily
@@ -154,14 +140,12 @@ def test_wal_receiver_streaming(postgres: PostgresClient, postgres_replica: str,
 
 
 def test_sql_check(postgres: PostgresClient, sql_check: SqlCheck,
-                   postgres_sql_value: SqlValue, evidence: EvidenceLog) -> None:
+                   postgres_sql_value: Any, evidence: EvidenceLog) -> None:
     """A query declared in the environment file returns a value within its bounds.
 
     Cadence and category markers come from the declaration.
     """
-    if postgres_sql_value.error is not None:
-        raise postgres_sql_value.error
-    value = postgres_sql_value.value
+    value = postgres_sql_value
     index = postgres.spec.sql_checks.index(sql_check)
     where = evidence.source_of("targets", postgres.name, "sql_checks", index)
     warn = sql_check.warn
