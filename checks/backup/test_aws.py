@@ -3,16 +3,27 @@ recent on-demand backup (the T-Developer runbook's "verify the table backups")."
 
 import pytest
 
-from opsverify.backup.service import dynamodb_tables
+from fixtures.probes import probe
+from opsverify.backup.service import TableBackups, dynamodb_tables
 from opsverify.evidence import EvidenceLog
 from opsverify.targets.aws import AwsClient
 from opsverify.thresholds import Threshold
 
 
-@pytest.mark.daily
-def test_dynamodb_pitr(aws: AwsClient, evidence: EvidenceLog) -> None:
-    """Point-in-time recovery is enabled on every DynamoDB table."""
+# Both checks judge one reading of the region's tables (ListTables, then each table's
+# continuous backups and backups), prefetched in the probe pool.
+@probe
+def aws_dynamodb_tables(aws: AwsClient) -> tuple[tuple[TableBackups, ...], bool]:
     tables, capped = dynamodb_tables(aws)
+    return tuple(tables), capped
+
+
+@pytest.mark.daily
+def test_dynamodb_pitr(aws: AwsClient,
+                       aws_dynamodb_tables: tuple[tuple[TableBackups, ...], bool],
+                       evidence: EvidenceLog) -> None:
+    """Point-in-time recovery is enabled on every DynamoDB table."""
+    tables, capped = aws_dynamodb_tables
     if not tables:
         pytest.skip(f"no DynamoDB table in {aws.spec.region}: nothing to back up")
     evidence.note("tables", len(tables) if not capped else f"{len(tables)} (capped)")
@@ -21,10 +32,12 @@ def test_dynamodb_pitr(aws: AwsClient, evidence: EvidenceLog) -> None:
 
 
 @pytest.mark.daily
-def test_dynamodb_backup_recent(aws: AwsClient, evidence: EvidenceLog) -> None:
+def test_dynamodb_backup_recent(aws: AwsClient,
+                                aws_dynamodb_tables: tuple[tuple[TableBackups, ...], bool],
+                                evidence: EvidenceLog) -> None:
     """Every DynamoDB table has an available on-demand backup, and the newest is recent
     (threshold ``backup.dynamodb_backup_age_h``)."""
-    tables, capped = dynamodb_tables(aws)
+    tables, capped = aws_dynamodb_tables
     if not tables:
         pytest.skip(f"no DynamoDB table in {aws.spec.region}: nothing to back up")
     evidence.note("tables", len(tables) if not capped else f"{len(tables)} (capped)")

@@ -3,17 +3,31 @@ machine, over verified ssh or in a container (testinfra)."""
 
 import pytest
 
+from fixtures.probes import probe
 from opsverify.evidence import EvidenceLog
-from opsverify.targets.host import HostClient, size_text
+from opsverify.targets.host import DiskUsage, HostClient, MemoryUsage, size_text
 from opsverify.thresholds import Threshold
+
+# `df` of each declared path and /proc/meminfo, prefetched in the probe pool.
+
+
+@probe
+def host_disk_usage(host: HostClient, host_filesystem: str) -> DiskUsage | None:
+    return host.disk_usage(host_filesystem)
+
+
+@probe
+def host_memory_usage(host: HostClient) -> MemoryUsage:
+    return host.memory()
 
 
 @pytest.mark.daily
-def test_disk_usage(host: HostClient, host_filesystem: str, evidence: EvidenceLog) -> None:
+def test_disk_usage(host: HostClient, host_filesystem: str, host_disk_usage: DiskUsage | None,
+                    evidence: EvidenceLog) -> None:
     """The file system holding a declared path has space and inodes left (``df -P``)."""
     where = evidence.source_of("targets", host.name, "filesystems",
                                host.spec.filesystems.index(host_filesystem))
-    usage = host.disk_usage(host_filesystem)
+    usage = host_disk_usage
     evidence.expect(f"{host_filesystem} exists", usage is not None, equals=True, source=where)
     if usage is None:
         return
@@ -31,9 +45,11 @@ def test_disk_usage(host: HostClient, host_filesystem: str, evidence: EvidenceLo
 
 
 @pytest.mark.daily
-def test_memory_usage(host_memory: HostClient, evidence: EvidenceLog) -> None:
+def test_memory_usage(host_memory: HostClient, host_memory_usage: MemoryUsage,
+                      evidence: EvidenceLog) -> None:
     """Memory in use stays below its limits (``/proc/meminfo``: MemTotal - MemAvailable)."""
-    memory = host_memory.memory()
+    # host_memory selects the hosts that declare `memory: true`; the probe reads them.
+    memory = host_memory_usage
     evidence.within("host.memory_used_pct", memory.used_pct, unit="%",
                     default=Threshold(warn=85, crit=95))
     evidence.note("total", size_text(memory.total_kib))

@@ -3,18 +3,51 @@ desire, ALB targets are healthy, no CloudWatch alarm is in ALARM, few ERROR log 
 
 import pytest
 
+from fixtures.probes import probe
 from opsverify.evidence import EvidenceLog
-from opsverify.targets.aws import AlarmsSection, AwsClient, LogGroupCheck
+from opsverify.targets.aws import (
+    Alarm,
+    AlarmsSection,
+    AwsClient,
+    EcsService,
+    LogCount,
+    LogGroupCheck,
+    TargetGroupHealth,
+)
 from opsverify.thresholds import Threshold
+
+# One read per declared service, target group, alarm scope and log group (each within one
+# deadline, page by page), prefetched in the probe pool.
+
+
+@probe
+def aws_ecs_service_state(aws: AwsClient, aws_ecs_service: tuple[str, str]) -> EcsService:
+    return aws.ecs_service(*aws_ecs_service)
+
+
+@probe
+def aws_target_group_health(aws: AwsClient, aws_target_group: str) -> TargetGroupHealth:
+    return aws.target_health(aws_target_group)
+
+
+@probe
+def aws_alarms_in_scope(aws: AwsClient,
+                        aws_alarms: AlarmsSection) -> tuple[tuple[Alarm, ...], bool]:
+    alarms, more = aws.alarms(aws_alarms.prefix)
+    return tuple(alarms), more
+
+
+@probe
+def aws_log_events(aws: AwsClient, aws_log_group: LogGroupCheck) -> LogCount:
+    return aws.count_log_events(aws_log_group)
 
 
 @pytest.mark.daily
 @pytest.mark.deploy_gate
-def test_ecs_service_running(aws: AwsClient, aws_ecs_service: tuple[str, str],
+def test_ecs_service_running(aws: AwsClient, aws_ecs_service_state: EcsService,
                              evidence: EvidenceLog) -> None:
     """The service is ACTIVE and its runningCount equals its desiredCount."""
-    cluster, name = aws_ecs_service
-    service = aws.ecs_service(cluster, name)
+    service = aws_ecs_service_state
     evidence.expect("status", service.status, equals="ACTIVE",
                     source=evidence.source_of("targets", aws.name, "ecs", "services"))
     if not service.found:
@@ -30,9 +63,10 @@ def test_ecs_service_running(aws: AwsClient, aws_ecs_service: tuple[str, str],
 @pytest.mark.daily
 @pytest.mark.deploy_gate
 def test_alb_targets_healthy(aws: AwsClient, aws_target_group: str,
+                             aws_target_group_health: TargetGroupHealth,
                              evidence: EvidenceLog) -> None:
     """The target group exists, has targets, and every one of them is ``healthy``."""
-    health = aws.target_health(aws_target_group)
+    health = aws_target_group_health
     where = evidence.source_of("targets", aws.name, "alb_target_groups",
                                aws.spec.alb_target_groups.index(aws_target_group))
     evidence.expect("target group found", health.found, equals=True, source=where)
@@ -48,9 +82,10 @@ def test_alb_targets_healthy(aws: AwsClient, aws_target_group: str,
 @pytest.mark.daily
 @pytest.mark.deploy_gate
 def test_no_alarm_firing(aws: AwsClient, aws_alarms: AlarmsSection,
+                         aws_alarms_in_scope: tuple[tuple[Alarm, ...], bool],
                          evidence: EvidenceLog) -> None:
     """No CloudWatch alarm in scope is in ALARM, except those the environment allows."""
-    alarms, more = aws.alarms(aws_alarms.prefix)
+    alarms, more = aws_alarms_in_scope
     where = evidence.source_of("targets", aws.name, "alarms")
     # A prefix that matches nothing would make this check pass on nothing.
     evidence.expect("alarms in scope", len(alarms), at_least=1, unit="alarms", source=where)
@@ -70,10 +105,10 @@ def test_no_alarm_firing(aws: AwsClient, aws_alarms: AlarmsSection,
 
 
 @pytest.mark.daily
-def test_log_errors(aws: AwsClient, aws_log_group: LogGroupCheck,
+def test_log_errors(aws: AwsClient, aws_log_group: LogGroupCheck, aws_log_events: LogCount,
                     evidence: EvidenceLog) -> None:
     """Events matching the pattern (ERROR) over the window stay under ``aws.log_errors``."""
-    result = aws.count_log_events(aws_log_group)
+    result = aws_log_events
     index = aws.spec.log_groups.index(aws_log_group)
     evidence.expect("log group found", result.found, equals=True,
                     source=evidence.source_of("targets", aws.name, "log_groups", index))

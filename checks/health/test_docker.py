@@ -4,24 +4,54 @@ Each declared container (or ``name-*`` pattern) must exist, run, pass its HEALTH
 not keep restarting.
 """
 
+from dataclasses import dataclass
+
 import pytest
 
+from fixtures.probes import probe
 from opsverify.evidence import EvidenceLog
 from opsverify.targets.docker import ContainerState, DeclaredContainer, DockerClient
 from opsverify.thresholds import Threshold, Verdict
 
 
-def _found(docker: DockerClient, declared: DeclaredContainer,
-           evidence: EvidenceLog) -> list[ContainerState]:
+@dataclass(frozen=True)
+class ContainersFound:
+    """The containers a declaration names, and (only when none matched) every container
+    name on the engine, for the failure to show what is there instead."""
+
+    states: tuple[ContainerState, ...]
+    names: tuple[str, ...] = ()
+
+
+def _read(docker: DockerClient, declared: DeclaredContainer) -> ContainersFound:
+    states = tuple(docker.matching(declared))
+    return ContainersFound(states, () if states else tuple(docker.names()))
+
+
+# Every check of a declaration judges the same `docker inspect`: one read per declared
+# name, prefetched in the probe pool, shared by the four checks.
+@probe(key=lambda docker, docker_container: ("inspect", docker_container.name))
+def docker_containers_found(docker: DockerClient,
+                            docker_container: DeclaredContainer) -> ContainersFound:
+    return _read(docker, docker_container)
+
+
+@probe(key=lambda docker, docker_healthcheck: ("inspect", docker_healthcheck.name))
+def docker_healthchecks_found(docker: DockerClient,
+                              docker_healthcheck: DeclaredContainer) -> ContainersFound:
+    return _read(docker, docker_healthcheck)
+
+
+def _found(docker: DockerClient, declared: DeclaredContainer, found: ContainersFound,
+           evidence: EvidenceLog) -> tuple[ContainerState, ...]:
     """The containers a declaration names; none found is a failure of every check."""
-    states = docker.matching(declared)
+    states = found.states
     what = "containers matching" if declared.is_pattern else "containers named"
     evidence.expect(f"{what} {declared.name!r}", len(states), at_least=1,
                     source=evidence.source_of("targets", docker.name, "containers",
                                               declared.name))
     if not states:
-        names = docker.names()
-        evidence.note("containers on the engine", ", ".join(names[:20]) or "none")
+        evidence.note("containers on the engine", ", ".join(found.names[:20]) or "none")
     return states
 
 
@@ -36,9 +66,9 @@ def _state(state: ContainerState) -> str:
 @pytest.mark.daily
 @pytest.mark.deploy_gate
 def test_container_exists(docker: DockerClient, docker_container: DeclaredContainer,
-                          evidence: EvidenceLog) -> None:
+                          docker_containers_found: ContainersFound, evidence: EvidenceLog) -> None:
     """A declared container exists on the engine, running or not."""
-    for state in _found(docker, docker_container, evidence):
+    for state in _found(docker, docker_container, docker_containers_found, evidence):
         evidence.note(f"{state.name} image", state.image)
         evidence.note(f"{state.name} id", state.id)
 
@@ -46,9 +76,9 @@ def test_container_exists(docker: DockerClient, docker_container: DeclaredContai
 @pytest.mark.daily
 @pytest.mark.deploy_gate
 def test_container_running(docker: DockerClient, docker_container: DeclaredContainer,
-                           evidence: EvidenceLog) -> None:
+                           docker_containers_found: ContainersFound, evidence: EvidenceLog) -> None:
     """A declared container is running (not exited, restarting, paused or dead)."""
-    for state in _found(docker, docker_container, evidence):
+    for state in _found(docker, docker_container, docker_containers_found, evidence):
         evidence.expect(f"{state.name} state", _state(state), equals="running")
         if state.status == "running":
             evidence.note(f"{state.name} started at", state.started_at)
@@ -61,13 +91,14 @@ def test_container_running(docker: DockerClient, docker_container: DeclaredConta
 @pytest.mark.daily
 @pytest.mark.deploy_gate
 def test_container_health(docker: DockerClient, docker_healthcheck: DeclaredContainer,
+                          docker_healthchecks_found: ContainersFound,
                           evidence: EvidenceLog) -> None:
     """A declared container's HEALTHCHECK reports ``healthy``.
 
     ``health: healthy`` also requires the container to have a HEALTHCHECK.
     """
     checked = 0
-    for state in _found(docker, docker_healthcheck, evidence):
+    for state in _found(docker, docker_healthcheck, docker_healthchecks_found, evidence):
         if state.health is None:
             if docker_healthcheck.health == "healthy":
                 evidence.expect(f"{state.name} has a HEALTHCHECK", False, equals=True,
@@ -92,12 +123,12 @@ def test_container_health(docker: DockerClient, docker_healthcheck: DeclaredCont
 
 @pytest.mark.daily
 def test_restart_count(docker: DockerClient, docker_container: DeclaredContainer,
-                       evidence: EvidenceLog) -> None:
+                       docker_containers_found: ContainersFound, evidence: EvidenceLog) -> None:
     """A declared container has not been restarted by its restart policy too often.
 
     ``max_restarts`` on the container wins over the ``docker.restart_count`` threshold.
     """
-    for state in _found(docker, docker_container, evidence):
+    for state in _found(docker, docker_container, docker_containers_found, evidence):
         if docker_container.max_restarts is not None:
             evidence.expect(f"{state.name} restarts", state.restart_count,
                             at_most=docker_container.max_restarts, unit="restarts",

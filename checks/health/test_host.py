@@ -5,25 +5,61 @@ import re
 
 import pytest
 
+from fixtures.probes import probe
 from opsverify.evidence import EvidenceLog
 from opsverify.targets.host import (
     CommandCheck,
+    CommandOutcome,
     FileCheck,
+    FileState,
     HostClient,
     PortCheck,
     ProcessCheck,
+    ProcessInfo,
     ServiceCheck,
+    ServiceState,
 )
+
+# Every read here is one declared service, socket, process match, path or command of a host,
+# prefetched in the probe pool (the client reads one of them at a time: its process
+# listings never count our own commands).
+
+
+@probe
+def host_service_state(host: HostClient, host_service: ServiceCheck) -> ServiceState:
+    return host.service(host_service)
+
+
+@probe
+def host_port_listening(host: HostClient, host_port: PortCheck) -> bool:
+    return host.listening(host_port.listen)
+
+
+@probe
+def host_processes_found(host: HostClient,
+                         host_process: ProcessCheck) -> tuple[ProcessInfo, ...]:
+    return tuple(host.processes(comm=host_process.comm, args=host_process.args,
+                                user=host_process.user))
+
+
+@probe
+def host_file_state(host: HostClient, host_file: FileCheck) -> FileState:
+    return host.file(host_file.path)
+
+
+@probe
+def host_command_outcome(host: HostClient, command_check: CommandCheck) -> CommandOutcome:
+    return host.run(command_check.command)
 
 
 @pytest.mark.daily
 @pytest.mark.deploy_gate
 def test_service_running(host: HostClient, host_service: ServiceCheck,
-                         evidence: EvidenceLog) -> None:
+                         host_service_state: ServiceState, evidence: EvidenceLog) -> None:
     """A declared service is running, as the host's init system reports it."""
     where = evidence.source_of("targets", host.name, "services",
                                host.spec.services.index(host_service))
-    state = host.service(host_service)
+    state = host_service_state
     evidence.note("judged by", state.judged_by)
     if not state.known:
         evidence.expect(f"service {state.name} installed", False, equals=True, source=where)
@@ -35,21 +71,22 @@ def test_service_running(host: HostClient, host_service: ServiceCheck,
 
 @pytest.mark.daily
 @pytest.mark.deploy_gate
-def test_port_listening(host: HostClient, host_port: PortCheck, evidence: EvidenceLog) -> None:
+def test_port_listening(host: HostClient, host_port: PortCheck, host_port_listening: bool,
+                        evidence: EvidenceLog) -> None:
     """A declared socket is listening on the host (what ``ss -l`` shows)."""
     where = evidence.source_of("targets", host.name, "ports", host.spec.ports.index(host_port))
-    evidence.expect(f"{host_port.label} listening", host.listening(host_port.listen),
+    evidence.expect(f"{host_port.label} listening", host_port_listening,
                     equals=True, source=where)
 
 
 @pytest.mark.daily
 def test_process_present(host: HostClient, host_process: ProcessCheck,
+                         host_processes_found: tuple[ProcessInfo, ...],
                          evidence: EvidenceLog) -> None:
     """At least ``min_count`` processes match the declaration."""
     where = evidence.source_of("targets", host.name, "processes",
                                host.spec.processes.index(host_process))
-    found = host.processes(comm=host_process.comm, args=host_process.args,
-                           user=host_process.user)
+    found = host_processes_found
     wanted = ", ".join(f"{k}={v!r}" for k, v in (("comm", host_process.comm),
                                                  ("args", host_process.args),
                                                  ("user", host_process.user)) if v)
@@ -61,10 +98,11 @@ def test_process_present(host: HostClient, host_process: ProcessCheck,
 
 
 @pytest.mark.daily
-def test_file_present(host: HostClient, host_file: FileCheck, evidence: EvidenceLog) -> None:
+def test_file_present(host: HostClient, host_file: FileCheck, host_file_state: FileState,
+                      evidence: EvidenceLog) -> None:
     """A declared path exists, with the declared kind, mode and ownership."""
     where = evidence.source_of("targets", host.name, "files", host.spec.files.index(host_file))
-    state = host.file(host_file.path)
+    state = host_file_state
     evidence.expect(f"{host_file.label} exists", state.exists, equals=True, source=where)
     if not state.exists:
         return
@@ -78,14 +116,14 @@ def test_file_present(host: HostClient, host_file: FileCheck, evidence: Evidence
 
 
 def test_command_check(host: HostClient, command_check: CommandCheck,
-                       evidence: EvidenceLog) -> None:
+                       host_command_outcome: CommandOutcome, evidence: EvidenceLog) -> None:
     """A read command declared in the environment file exits and prints as declared.
 
     Cadence and category markers come from the declaration.
     """
     where = evidence.source_of("targets", host.name, "command_checks",
                                host.spec.command_checks.index(command_check))
-    result = host.run(command_check.command)
+    result = host_command_outcome
     evidence.note("took", round(result.elapsed_s * 1000), unit="ms")
     evidence.expect(f"{command_check.name} exit status", result.exit_status,
                     equals=command_check.expect_exit, source=where)

@@ -1,26 +1,57 @@
 """Prometheus health: the runbook's "Prometheus :9090, alerts", asked of its own API."""
 
+from dataclasses import dataclass
+
 import pytest
 
+from fixtures.probes import probe
 from opsverify.evidence import EvidenceLog
-from opsverify.targets.prometheus import PrometheusClient
+from opsverify.targets.http import HttpResponse
+from opsverify.targets.prometheus import Alert, PrometheusClient, ScrapeTarget
+
+# The three API reads, prefetched in the probe pool.
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """``/-/ready``'s answer and the server's version (``unknown`` without buildinfo)."""
+
+    response: HttpResponse
+    version: str
+
+
+@probe
+def prometheus_readiness(prometheus: PrometheusClient) -> Readiness:
+    return Readiness(prometheus.ready(), prometheus.version())
+
+
+@probe
+def prometheus_scrape_targets(prometheus: PrometheusClient) -> tuple[ScrapeTarget, ...]:
+    return tuple(prometheus.targets())
+
+
+@probe
+def prometheus_alerts(prometheus: PrometheusClient) -> tuple[Alert, ...]:
+    return tuple(prometheus.alerts())
 
 
 @pytest.mark.daily
 @pytest.mark.deploy_gate
-def test_ready(prometheus: PrometheusClient, evidence: EvidenceLog) -> None:
+def test_ready(prometheus_readiness: Readiness, evidence: EvidenceLog) -> None:
     """The server is ready to serve queries: ``/-/ready`` answers 200."""
-    response = prometheus.ready()
+    response = prometheus_readiness.response
     evidence.expect("GET /-/ready status", response.status, equals=200)
     evidence.note("GET /-/ready says", response.body.decode(errors="replace").strip()[:200])
-    evidence.note("version", prometheus.version())
+    evidence.note("version", prometheus_readiness.version)
 
 
 @pytest.mark.daily
-def test_scrape_targets_up(prometheus: PrometheusClient, evidence: EvidenceLog) -> None:
+def test_scrape_targets_up(prometheus: PrometheusClient,
+                           prometheus_scrape_targets: tuple[ScrapeTarget, ...],
+                           evidence: EvidenceLog) -> None:
     """Every scrape target, or every target of the jobs in ``expect_up``, is up."""
     jobs = prometheus.spec.expect_up
-    active = prometheus.targets()
+    active = prometheus_scrape_targets
     checked = active if jobs is None else [t for t in active if t.job in jobs]
     if jobs is None:
         source = "every active target: no expect_up declared"
@@ -41,12 +72,14 @@ def test_scrape_targets_up(prometheus: PrometheusClient, evidence: EvidenceLog) 
 
 @pytest.mark.daily
 @pytest.mark.deploy_gate
-def test_no_unexpected_alert_firing(prometheus: PrometheusClient, evidence: EvidenceLog) -> None:
+def test_no_unexpected_alert_firing(prometheus: PrometheusClient,
+                                    prometheus_alerts: tuple[Alert, ...],
+                                    evidence: EvidenceLog) -> None:
     """No alert fires unless its name is in ``allowed_alerts``."""
     allowed = set(prometheus.spec.allowed_alerts)
     where = evidence.source_of("targets", prometheus.name, "allowed_alerts")
     source = f"allowed_alerts at {where}" if allowed else "no allowed_alerts declared"
-    alerts = prometheus.alerts()
+    alerts = prometheus_alerts
     firing = [a for a in alerts if a.state == "firing"]
     unexpected = [a for a in firing if a.name not in allowed]
     for alert in unexpected:

@@ -3,15 +3,37 @@ and holds what the environment says it holds."""
 
 import pytest
 
+from fixtures.probes import probe
 from opsverify.evidence import EvidenceLog
-from opsverify.targets.s3 import S3Client
+from opsverify.targets.s3 import BucketHead, Listing, S3Client
+
+# HeadBucket, one listing of the bucket and one of each declared prefix, prefetched in the
+# probe pool.
+
+
+# HeadBucket is also the target's reachability probe (fixtures/s3.py registers
+# S3Client.head_bucket under the default key): this check judges that same answer.
+@probe(key=lambda s3: "reachable")
+def s3_bucket_head(s3: S3Client) -> BucketHead:
+    return s3.head_bucket()
+
+
+@probe
+def s3_bucket_listing(s3: S3Client) -> Listing:
+    return s3.list_objects(max_keys=s3.spec.list_sample)
+
+
+@probe
+def s3_prefix_listing(s3: S3Client, s3_prefix: str) -> Listing:
+    return s3.list_objects(s3_prefix, max_keys=1)
 
 
 @pytest.mark.daily
 @pytest.mark.deploy_gate
-def test_bucket_reachable(s3: S3Client, evidence: EvidenceLog) -> None:
+def test_bucket_reachable(s3: S3Client, s3_bucket_head: BucketHead,
+                          evidence: EvidenceLog) -> None:
     """HEAD on the bucket answers 200: it exists and these credentials may use it."""
-    head = s3.head_bucket()
+    head = s3_bucket_head
     evidence.expect("HeadBucket status", head.status, equals=200,
                     source=evidence.source_of("targets", s3.name, "bucket"))
     if head.error:
@@ -21,9 +43,9 @@ def test_bucket_reachable(s3: S3Client, evidence: EvidenceLog) -> None:
 
 
 @pytest.mark.daily
-def test_bucket_listable(s3: S3Client, evidence: EvidenceLog) -> None:
+def test_bucket_listable(s3_bucket_listing: Listing, evidence: EvidenceLog) -> None:
     """ListObjectsV2 on the bucket succeeds; the number of keys read is the evidence."""
-    listing = s3.list_objects(max_keys=s3.spec.list_sample)
+    listing = s3_bucket_listing
     evidence.expect("ListObjectsV2", listing.error or "ok", equals="ok")
     if listing.error:
         return
@@ -34,9 +56,10 @@ def test_bucket_listable(s3: S3Client, evidence: EvidenceLog) -> None:
 
 
 @pytest.mark.daily
-def test_prefix_present(s3: S3Client, s3_prefix: str, evidence: EvidenceLog) -> None:
+def test_prefix_present(s3: S3Client, s3_prefix: str, s3_prefix_listing: Listing,
+                        evidence: EvidenceLog) -> None:
     """A prefix the environment declares holds at least one object."""
-    listing = s3.list_objects(s3_prefix, max_keys=1)
+    listing = s3_prefix_listing
     where = evidence.source_of("targets", s3.name, "expect_prefixes",
                                s3.spec.expect_prefixes.index(s3_prefix))
     evidence.expect("ListObjectsV2", listing.error or "ok", equals="ok")

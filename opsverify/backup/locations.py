@@ -20,7 +20,6 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-import botocore.exceptions
 import urllib3.exceptions
 
 from opsverify.errors import TargetUnavailable
@@ -232,6 +231,8 @@ class S3Location:
             body.close()
 
     def copy(self, name: str, dest: Path, max_bytes: int, timeout_s: float) -> None:
+        import botocore.exceptions  # here: a run without an s3:// location never loads it
+
         deadline = Deadline.start(timeout_s)
         reply = self.api.call("s3", "get_object", Bucket=self.bucket, Key=self.prefix + name,
                               deadline=Deadline.start(self.timeout_s))

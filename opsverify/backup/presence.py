@@ -3,6 +3,7 @@ the number kept is within the retention policy."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from opsverify.targets.backup import BackupFile
@@ -31,7 +32,7 @@ class SizeChange:
         return (self.newest - self.previous) * 100 / self.previous
 
 
-def size_change(backups: list[BackupFile]) -> SizeChange | None:
+def size_change(backups: Sequence[BackupFile]) -> SizeChange | None:
     """The newest against the previous backup, when there are two (``backups`` newest first)."""
     if len(backups) < 2:
         return None

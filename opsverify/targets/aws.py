@@ -7,6 +7,9 @@ retries that multiply the deadline), a guard that refuses every operation but
 Describe/List/Get/Filter/Head before it is sent, a watchdog that bounds the whole
 operation, and the translation of botocore errors into one-line
 :class:`~opsverify.errors.TargetUnavailable`.
+
+boto3 and botocore are imported when a client is built: a run without an AWS-API target
+never loads them (the schemas above are needed by every run, the SDK is not).
 """
 
 from __future__ import annotations
@@ -16,17 +19,18 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
-import boto3
-import botocore.exceptions
-from botocore.config import Config
 from pydantic import Field, field_validator, model_validator
 
 from opsverify.errors import TargetUnavailable, WriteRefused
 from opsverify.targets.base import Deadline, DeadlinePassed, Section, TargetSpec, run_within
 from opsverify.targets.http import http_url
+
+if TYPE_CHECKING:
+    import botocore.exceptions
+    from botocore.config import Config
 
 # Operation names a read-only client may send: they read, they never change anything.
 READ_PREFIXES = ("Describe", "List", "Get", "Filter", "Head")
@@ -190,6 +194,8 @@ class LogCount:
 # -- the shared machinery ----------------------------------------------------------------
 def boto_config(timeout_s: float, **extra: Any) -> Config:
     """Connect and read deadlines, one attempt: a hung endpoint costs one deadline."""
+    from botocore.config import Config
+
     return Config(
         connect_timeout=timeout_s,
         read_timeout=timeout_s,
@@ -211,10 +217,16 @@ def refuse_writes(model: Any, **_: Any) -> None:
 
 class AwsApi:
     """boto3 clients for one target, each call bounded by a deadline and mapped to
-    :class:`TargetUnavailable` when the target cannot answer."""
+    :class:`TargetUnavailable` when the target cannot answer.
+
+    Used from several threads at once: boto3 clients are thread-safe, its sessions are
+    not, so clients are made from the session one at a time (``self._lock``).
+    """
 
     def __init__(self, name: str, spec: AwsTargetSpec, timeout_s: float, *,
                  writable: bool = False, where: str = "aws", **config: Any) -> None:
+        import boto3.session
+
         self.name = name
         self.spec = spec
         self.timeout_s = timeout_s
@@ -246,6 +258,8 @@ class AwsApi:
         """``client(service).<method>(**params)`` within the deadline (of the whole operation
         when given). Error codes in ``handled`` come back in :attr:`Reply.error`; anything
         else that prevents an answer raises :class:`TargetUnavailable`."""
+        import botocore.exceptions
+
         fn = getattr(self.client(service), method)
         deadline = deadline or Deadline.start(self.timeout_s)
         late = f"{_operation(method)}: no complete answer within {self.timeout_s:g} s"
@@ -284,6 +298,8 @@ class AwsApi:
         return f"{self.where} {self.spec.region}" + (f" via {endpoint}" if endpoint else "")
 
     def _botocore_cause(self, exc: botocore.exceptions.BotoCoreError) -> str:
+        import botocore.exceptions
+
         if isinstance(exc, botocore.exceptions.ConnectTimeoutError):
             return f"connect timed out after {self.timeout_s:g} s"
         if isinstance(exc, botocore.exceptions.ReadTimeoutError):

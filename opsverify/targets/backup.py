@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 import shutil
 import tempfile
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
@@ -238,7 +239,12 @@ class TooLarge(Exception):
 # -- the client ----------------------------------------------------------------------------
 class BackupClient:
     """One backup target: what its location holds (listed once per run, so every level
-    judges the same newest backup) and a local copy of the newest, made once."""
+    judges the same newest backup) and a local copy of the newest, made once.
+
+    Used from several threads at once: the listing and each copy are made once under a
+    lock (a second reader waits for the first one's answer, never lists or copies again);
+    the locations' own reads are safe to run side by side.
+    """
 
     def __init__(self, name: str, spec: BackupTarget, timeout_s: float) -> None:
         self.name = name
@@ -253,6 +259,9 @@ class BackupClient:
         self._listed_at: datetime | None = None
         self._workdir: Path | None = None
         self._copies: dict[str, Path] = {}
+        self._listing_lock = threading.Lock()
+        self._copy_lock = threading.Lock()  # held for a whole copy: listing need not wait
+        self._workdir_lock = threading.Lock()
 
     def check(self) -> None:
         """Prove the location answers and can be read (raises TargetUnavailable)."""
@@ -260,13 +269,16 @@ class BackupClient:
 
     def backups(self) -> list[BackupFile]:
         """The backups matching ``pattern`` (sidecars excluded), newest first."""
-        if self._listing is None:
-            suffix = self.spec.sidecar_suffix
-            found = [f for f in self.location.files()
-                     if fnmatchcase(f.name, self.spec.pattern) and not f.name.endswith(suffix)]
-            self._listing = sorted(found, key=lambda f: (f.modified, f.name), reverse=True)
-            self._listed_at = datetime.now(UTC)
-        return self._listing
+        with self._listing_lock:
+            if self._listing is None:
+                suffix = self.spec.sidecar_suffix
+                found = [f for f in self.location.files()
+                         if fnmatchcase(f.name, self.spec.pattern)
+                         and not f.name.endswith(suffix)]
+                self._listed_at = datetime.now(UTC)
+                self._listing = sorted(found, key=lambda f: (f.modified, f.name),
+                                       reverse=True)
+            return self._listing
 
     @property
     def listed_at(self) -> datetime:
@@ -286,25 +298,28 @@ class BackupClient:
 
     def local_copy(self, backup: BackupFile) -> Path:
         """A copy of ``backup`` in this client's temporary directory (made once)."""
-        if backup.name not in self._copies:
-            if backup.size > self.spec.max_copy_bytes:
-                raise TooLarge(backup.name)
-            dest = self.workdir() / "copies" / PurePosixPath(backup.name).name
-            dest.parent.mkdir(exist_ok=True)
-            self.location.copy(backup.name, dest, self.spec.max_copy_bytes,
-                               self.spec.read_timeout_s)
-            self._copies[backup.name] = dest
-        return self._copies[backup.name]
+        with self._copy_lock:
+            if backup.name not in self._copies:
+                if backup.size > self.spec.max_copy_bytes:
+                    raise TooLarge(backup.name)
+                dest = self.workdir() / "copies" / PurePosixPath(backup.name).name
+                dest.parent.mkdir(exist_ok=True)
+                self.location.copy(backup.name, dest, self.spec.max_copy_bytes,
+                                   self.spec.read_timeout_s)
+                self._copies[backup.name] = dest
+            return self._copies[backup.name]
 
     def workdir(self) -> Path:
         """A private temporary directory for copies and what is unpacked from them."""
-        if self._workdir is None:
-            self._workdir = Path(tempfile.mkdtemp(prefix="opsverify-backup-"))
-        return self._workdir
+        with self._workdir_lock:
+            if self._workdir is None:
+                self._workdir = Path(tempfile.mkdtemp(prefix="opsverify-backup-"))
+            return self._workdir
 
     def close(self) -> None:
         self.location.close()
-        if self._workdir is not None:
-            shutil.rmtree(self._workdir, ignore_errors=True)
-            self._workdir = None
-            self._copies.clear()
+        with self._workdir_lock:
+            if self._workdir is not None:
+                shutil.rmtree(self._workdir, ignore_errors=True)
+                self._workdir = None
+                self._copies.clear()

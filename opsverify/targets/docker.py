@@ -4,19 +4,22 @@ The runbook's ``docker ps``: declared containers exist, run, are healthy and do 
 restarting. The client speaks the Engine API through the docker SDK; anything but GET and
 HEAD is refused before it leaves the process, and every call is bounded by ``timeout_s``
 as a whole (connect, read, and a watchdog for servers that answer too slowly).
+
+The docker SDK is imported when a client first talks to its engine: a run without a docker
+target never loads it (the schema above is needed by every run, the SDK is not).
 """
 
 from __future__ import annotations
 
+import functools
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
-import docker
 import requests
-from docker.errors import APIError, DockerException, NotFound
 from pydantic import Field, field_validator
 
 from opsverify.errors import TargetUnavailable, WriteRefused
@@ -136,44 +139,65 @@ class ContainerState:
         )
 
 
-class ReadOnlyAPIClient(docker.APIClient):  # type: ignore[misc]  # the SDK is untyped
-    """The docker SDK's low-level client, refusing every request that could change state."""
+if TYPE_CHECKING:
+    import docker
 
-    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> Any:
-        verb = (method.decode() if isinstance(method, bytes) else method).upper()
-        if verb not in READ_METHODS:
-            path = urlsplit(url.decode() if isinstance(url, bytes) else url).path
-            raise WriteRefused(f"refusing Docker API {verb} {path} from a non-destructive check "
-                               "(read-only: GET, HEAD)")
-        return super().request(method, url, *args, **kwargs)
+
+@functools.cache
+def read_only_api_client() -> type[docker.APIClient]:
+    """The class of the docker SDK's low-level client that refuses every request that could
+    change state; defined on first use, when the SDK is imported."""
+    import docker
+
+    class ReadOnlyAPIClient(docker.APIClient):  # type: ignore[misc]  # the SDK is untyped
+        """The docker SDK's low-level client, refusing every request that could change
+        state."""
+
+        def request(self, method: str | bytes, url: str | bytes, *args: Any,
+                    **kwargs: Any) -> Any:
+            verb = (method.decode() if isinstance(method, bytes) else method).upper()
+            if verb not in READ_METHODS:
+                path = urlsplit(url.decode() if isinstance(url, bytes) else url).path
+                raise WriteRefused(f"refusing Docker API {verb} {path} from a non-destructive "
+                                   "check (read-only: GET, HEAD)")
+            return super().request(method, url, *args, **kwargs)
+
+    return ReadOnlyAPIClient
 
 
 class DockerClient:
-    """One Docker engine, inspected through its API with a deadline on every call."""
+    """One Docker engine, inspected through its API with a deadline on every call.
+
+    Used from several threads at once: the SDK client (a ``requests.Session`` with a
+    connection pool) serves concurrent requests; which SDK client is current, made on first
+    use and dropped when a call is abandoned, is guarded by ``self._lock``.
+    """
 
     def __init__(self, name: str, spec: DockerTarget, timeout_s: float) -> None:
         self.name = name
         self.spec = spec
         self.timeout_s = timeout_s
-        self._api: ReadOnlyAPIClient | None = None
+        self._api: docker.APIClient | None = None
+        self._lock = threading.RLock()
 
     # -- connection -------------------------------------------------------------------
     def connect(self) -> None:
         """Reach the engine and agree on an API version, or raise TargetUnavailable."""
-        if self._api is None:
-            self._api = self._call(self._open)
+        _ = self.api
 
     @property
-    def api(self) -> ReadOnlyAPIClient:
+    def api(self) -> docker.APIClient:
         """The read-only SDK client, for what the methods below do not cover."""
-        self.connect()
-        assert self._api is not None
-        return self._api
+        with self._lock:
+            if self._api is None:
+                self._api = self._call(self._open)
+            return self._api
 
     def close(self) -> None:
-        if self._api is not None:
-            self._api.close()
-            self._api = None
+        with self._lock:
+            api, self._api = self._api, None
+        if api is not None:
+            api.close()
 
     # -- reading ----------------------------------------------------------------------
     def ping(self) -> bool:
@@ -190,6 +214,8 @@ class DockerClient:
 
     def container(self, name: str) -> ContainerState | None:
         """``docker inspect NAME``, or ``None`` when no container has exactly that name."""
+        from docker.errors import NotFound
+
         api = self.api
         try:
             data = self._call(lambda: api.inspect_container(name))
@@ -208,9 +234,10 @@ class DockerClient:
         return [s for s in states if s is not None]
 
     # -- internals --------------------------------------------------------------------
-    def _open(self) -> ReadOnlyAPIClient:
-        api = ReadOnlyAPIClient(base_url=self.spec.url, version="auto", timeout=self.timeout_s,
-                                user_agent="opsverify")
+    def _open(self) -> docker.APIClient:
+        client_class = read_only_api_client()
+        api = client_class(base_url=self.spec.url, version="auto", timeout=self.timeout_s,
+                           user_agent="opsverify")
         # Proxies from the environment must not see (or redirect) traffic to the engine.
         api.trust_env = False
         return api
@@ -218,6 +245,8 @@ class DockerClient:
     def _call(self, fn: Callable[[], T]) -> T:
         """Run one API call with the whole-operation deadline (an engine that drips bytes
         cannot hold the run past it); map failures to one line."""
+        from docker.errors import NotFound
+
         try:
             return run_within(fn, self.timeout_s, name=f"opsverify-docker-{self.name}")
         except DeadlinePassed:
@@ -233,7 +262,8 @@ class DockerClient:
 
     def _abandon(self) -> None:
         # The stuck request keeps its connection; later calls must not queue behind it.
-        api, self._api = self._api, None
+        with self._lock:
+            api, self._api = self._api, None
         if api is not None:
             api.close()
 
@@ -243,6 +273,8 @@ class DockerClient:
 
 def _cause(exc: BaseException) -> str:
     """Why the engine could not be asked, in one line, without the SDK's wrapping."""
+    from docker.errors import APIError, DockerException
+
     text = str(exc)
     if isinstance(exc, APIError):
         return f"engine answered {exc.status_code}: {_one_line(exc.explanation or text)}"

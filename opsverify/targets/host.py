@@ -18,11 +18,11 @@ change the host; opsverify cannot tell a read from a write in a shell command.
 from __future__ import annotations
 
 import math
-import os
 import re
 import shlex
 import shutil
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +37,13 @@ from testinfra.modules.socket import parse_socketspec
 
 from opsverify.errors import TargetUnavailable
 from opsverify.targets.base import DeclaredCheck, Section, TargetSpec
-from opsverify.targets.ssh import BoundedSshBackend, SshSession, kill_group, last_line
+from opsverify.targets.ssh import (
+    BoundedSshBackend,
+    SshSession,
+    environment_snapshot,
+    kill_group,
+    last_line,
+)
 
 # Re-exported: what HostClient.fetch raises, for its callers.
 from opsverify.targets.ssh import FetchFailed as FetchFailed
@@ -357,7 +363,7 @@ class _Deadlines:
     target = ""
     where = ""
     deadline_s = 0.0
-    env: dict[str, str] | None = None  # the command's own environment (None: ours)
+    env: dict[str, str] | None = None  # the command's environment (the client sets it)
 
     def run_local(self, command: str, *args: str) -> Any:
         line = self.quote(command, *args)  # type: ignore[attr-defined]
@@ -412,7 +418,11 @@ class _DockerBackend(_Deadlines, DockerBackend):  # type: ignore[misc]  # testin
 class HostClient:
     """Reads one host through testinfra, local or over ssh, every command under a deadline.
 
-    testinfra's modules are reached only here, through explicit, typed methods.
+    testinfra's modules are reached only here, through explicit, typed methods. Used from
+    several threads, a client reads one thing at a time (``self._lock``): a process listing
+    must not count our own commands running beside it, and testinfra's lazily built modules
+    and our own findings about the host (systemd, busybox) are not guarded otherwise.
+    Copies (:meth:`fetch`) run beside the reads: each is its own process, and long.
     """
 
     def __init__(self, name: str, spec: HostTarget, timeout_s: float) -> None:
@@ -424,20 +434,24 @@ class HostClient:
         self._ssh: SshSession | None = None
         self._systemd: bool | None = None
         self._busybox: bool | None = None  # /bin/ps is busybox's
+        self._lock = threading.RLock()
         self.backend: Any
+        env = environment_snapshot()
         if spec.is_local:
             self.backend = _LocalBackend()
             self.backend.deadline_s = timeout_s
+            self.backend.env = env
         elif spec.kind == "docker":
             self.backend = _DockerBackend(spec.container)
             self.backend.remote_timeout_s = self.connect_timeout_s
             # The exec's own start-up, the container's `timeout` and its kill grace.
             self.backend.deadline_s = self.connect_timeout_s + 2
             self.backend._encoding = "utf-8"  # testinfra would ask python in the container
+            self.backend.env = env
             if spec.docker_host:
                 # The engine for this command only: os.environ is not touched, and a
                 # DOCKER_CONTEXT of ours would conflict with DOCKER_HOST.
-                env = {k: v for k, v in os.environ.items() if k != "DOCKER_CONTEXT"}
+                env = {k: v for k, v in env.items() if k != "DOCKER_CONTEXT"}
                 self.backend.env = env | {"DOCKER_HOST": spec.docker_host}
         else:
             # Our ssh_config and master (started in connect(), ended in close()).
@@ -446,6 +460,7 @@ class HostClient:
                                    known_hosts=spec.known_hosts, timeout_s=timeout_s,
                                    backend_class=_SshBackend)
             self.backend = self._ssh.backend
+            self.backend.env = self._ssh.env
             # The connection through the master, the remote `timeout` and its kill grace.
             self.backend.deadline_s = self.connect_timeout_s + timeout_s + 2
         self.backend.target = name
@@ -457,16 +472,17 @@ class HostClient:
     def connect(self) -> None:
         """Prove the host answers a command; over ssh, open the one verified session that
         every later command shares. Raises :class:`TargetUnavailable` within the deadline."""
-        if self._ssh is not None:
-            self._ssh.check_local_files()
-            self._ssh.open_master()
-        if self.spec.kind == "docker" and shutil.which("docker") is None:
-            raise self._unavailable("the docker CLI is not installed here "
-                                    "(apt-get install docker.io, or docker-ce-cli)")
-        result = self.run("true")
-        if result.exit_status != 0:
-            raise self._unavailable(f"'true' exited with {result.exit_status}: "
-                                    f"{last_line(result.stderr)}")
+        with self._lock:
+            if self._ssh is not None:
+                self._ssh.check_local_files()
+                self._ssh.open_master()
+            if self.spec.kind == "docker" and shutil.which("docker") is None:
+                raise self._unavailable("the docker CLI is not installed here "
+                                        "(apt-get install docker.io, or docker-ce-cli)")
+            result = self.run("true")
+            if result.exit_status != 0:
+                raise self._unavailable(f"'true' exited with {result.exit_status}: "
+                                        f"{last_line(result.stderr)}")
 
     def close(self) -> None:
         if self._ssh is not None:
@@ -475,7 +491,8 @@ class HostClient:
     # -- reading ----------------------------------------------------------------------
     def run(self, command: str) -> CommandOutcome:
         """Run one shell command; over ssh it also runs under ``timeout`` on the host."""
-        result = self.backend.run(command)
+        with self._lock:
+            result = self.backend.run(command)
         elapsed = float(getattr(result, "elapsed_s", 0.0))
         # 124/137: coreutils' timeout; 143: busybox's, which reports the TERM it sent.
         if (not self.spec.is_local and result.rc in (124, 137, 143)
@@ -489,7 +506,8 @@ class HostClient:
         """What ``stat`` says about ``path``, in one round trip (testinfra's File module
         would take one per attribute)."""
         # LC_ALL=C: stat names kinds and errors in the host's language otherwise.
-        result = self.backend.run("LC_ALL=C stat -L -c %s -- %s", "%F|%a|%U|%G", path)
+        with self._lock:
+            result = self.backend.run("LC_ALL=C stat -L -c %s -- %s", "%F|%a|%U|%G", path)
         if result.rc != 0:
             if "No such file or directory" in result.stderr:
                 return FileState(path, exists=False)
@@ -502,8 +520,9 @@ class HostClient:
         """``df -P`` (KiB blocks, then inodes) for the file system holding ``path``, in one
         round trip; ``None`` when ``path`` does not exist."""
         # Asked first: busybox's df says "can't find mount point" for a missing path.
-        result = self.backend.run("test -e %s || exit 99; LC_ALL=C df -P -k -- %s && "
-                                  "LC_ALL=C df -P -i -- %s", path, path, path)
+        with self._lock:
+            result = self.backend.run("test -e %s || exit 99; LC_ALL=C df -P -k -- %s && "
+                                      "LC_ALL=C df -P -i -- %s", path, path, path)
         if result.rc != 0:
             if result.rc == 99 and not result.stdout:
                 return None
@@ -526,23 +545,24 @@ class HostClient:
 
     def listening(self, socketspec: str) -> bool:
         """Whether ``tcp://host:port``, ``udp://…`` or ``unix:///path`` is listening (ss)."""
-        with self._probe(f"listening sockets ({socketspec})"):
+        with self._lock, self._probe(f"listening sockets ({socketspec})"):
             return bool(self.host.socket(socketspec).is_listening)
 
     def processes(self, *, comm: str | None = None, args: str | None = None,
                   user: str | None = None) -> list[ProcessInfo]:
         """Processes by exact executable name and user, and a regex over the command line."""
         filters = {k: v for k, v in (("comm", comm), ("user", user)) if v is not None}
-        if self._busybox is None:
-            self._busybox = self.backend.run("readlink -f /bin/ps").stdout.strip().endswith(
-                "/busybox")
-        if self._busybox:
-            rows = self._busybox_processes(comm=comm, user=user)
-        else:
-            with self._probe("process list"):
-                found = self.host.process.filter(**filters)
-                rows = [ProcessInfo(int(p["pid"]), str(p["comm"]), str(p["args"]))
-                        for p in found]
+        with self._lock:
+            if self._busybox is None:
+                self._busybox = self.backend.run("readlink -f /bin/ps").stdout.strip(
+                    ).endswith("/busybox")
+            if self._busybox:
+                rows = self._busybox_processes(comm=comm, user=user)
+            else:
+                with self._probe("process list"):
+                    found = self.host.process.filter(**filters)
+                    rows = [ProcessInfo(int(p["pid"]), str(p["comm"]), str(p["args"]))
+                            for p in found]
         pattern = re.compile(args) if args else None
         return [p for p in rows if PS_PROBE not in p.args
                 and (pattern is None or pattern.search(p.args))]
@@ -571,7 +591,7 @@ class HostClient:
         """Whether a service runs, asked of the init system that manages it; where none
         does and the check gives ``process``, by process match, and the state says so."""
         name = check.name
-        with self._probe(f"service {name}"):
+        with self._lock, self._probe(f"service {name}"):
             if self._systemd is None:  # sd_booted(): systemd is PID 1
                 self._systemd = self._test("-d", "/run/systemd/system")
             systemd = self._systemd

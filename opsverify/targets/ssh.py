@@ -88,6 +88,7 @@ class SshSession:
         self.known_hosts = known_hosts
         self.timeout_s = timeout_s
         self.connect_timeout_s = max(1, math.ceil(timeout_s))
+        self.env = environment_snapshot()  # of every ssh we start (see there)
         self.master: subprocess.Popen[bytes] | None = None
         # The control socket's path must fit a sockaddr_un (about 100 bytes).
         base = tempfile.gettempdir() if len(tempfile.gettempdir()) <= 40 else "/tmp"  # noqa: S108
@@ -123,7 +124,7 @@ class SshSession:
         with log.open("wb") as err:
             self.master = subprocess.Popen(
                 [*wrapper, *parts], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=err, start_new_session=True)
+                stderr=err, start_new_session=True, env=self.env)
         control = self.control_dir
         deadline = time.monotonic() + self.connect_timeout_s + self.timeout_s
         while time.monotonic() < deadline:
@@ -150,7 +151,8 @@ class SshSession:
         late = f"copying {path} took more than {timeout_s:g} s"
         with dest.open("wb") as out, tempfile.TemporaryFile() as err:
             proc = subprocess.Popen(line, shell=True, stdin=subprocess.DEVNULL,  # noqa: S602 - quoted by testinfra
-                                    stdout=out, stderr=err, start_new_session=True)
+                                    stdout=out, stderr=err, start_new_session=True,
+                                    env=self.env)
             try:
                 proc.wait(timeout=timeout_s + 2)
             except subprocess.TimeoutExpired:
@@ -261,6 +263,18 @@ def ssh_cause(stderr: str, backend: Any = None) -> str:
 
 
 # -- helpers, shared with host.py ---------------------------------------------------------
+def environment_snapshot() -> dict[str, str]:
+    """This process's environment, copied for the commands a client starts.
+
+    Copied once, when the client is made, and passed to every command: commands start on
+    probe threads while pytest rewrites ``os.environ`` on the main thread
+    (``PYTEST_CURRENT_TEST``, at every phase of every check), and a child started with
+    ``env=None`` reads the C ``environ`` while it is rewritten (``execve`` then fails with
+    EFAULT, "Bad address"); the client is made on the main thread, between those rewrites.
+    """
+    return dict(os.environ)
+
+
 def kill_group(proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
     """End a process started with ``start_new_session=True``, its children too."""
     with contextlib.suppress(ProcessLookupError):
