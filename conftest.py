@@ -9,6 +9,7 @@ pytest_plugins = [
     "fixtures.outcomes",     # evidence API; PASS/WARN/FAIL/ERROR/SKIP/WAIVED
     "fixtures.reports",      # reports/<env>/<timestamp>/: html, junit, allure, summary.json
     "fixtures.safety",       # --allow-destructive, --plan, --max-actions, audit, re-check
+    "fixtures.security",     # secure by default; security.<check>: false opts out, shown
     "fixtures.redaction",    # secrets never leave a report
     "fixtures.http",         # target types: one module each, named as the type
     "fixtures.postgres",

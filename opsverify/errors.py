@@ -31,3 +31,15 @@ class WriteRefused(OpsverifyError):
 
 class BlastRadiusExceeded(OpsverifyError):
     """A remediation would touch more than --max-actions items."""
+
+
+class MissingPrivilege(OpsverifyError):
+    """The check's account may not read what the check needs: a SKIP naming the least grant
+    that fixes it, never a FAIL (the target may be fine; we cannot tell)."""
+
+    def __init__(self, target: str, what: str, grant: str) -> None:
+        self.target = target
+        self.what = what
+        self.grant = grant
+        super().__init__(f"{target}: cannot read {what} without a privilege this account "
+                         f"lacks; grant it: {grant}")
