@@ -44,6 +44,8 @@ CASES = [
      rf"{F}:11 targets\.db\.passwd: unknown key; expected one of: .*dsn.*"),
     ("wrong-type", ("timeout_s: 1", "timeout_s: soon"), [],
      rf"{F}:3 settings\.timeout_s: Input should be a valid number.*, got 'soon'"),
+    ("concurrency-zero", ("timeout_s: 1", "timeout_s: 1\n  max_concurrency: 0"), [],
+     rf"{F}:4 settings\.max_concurrency: Input should be greater than or equal to 1, got 0"),
     ("wrong-type-target", ("  cache:\n", "  cache: redis\n  cache2:\n"), [],
      rf"{F}:12 targets\.cache: expected a mapping, got a string"),
     ("unknown-target-type", ("type: postgres", "type: postgress"), [],
