@@ -26,6 +26,13 @@ class AppServer:
         "metrics-disabled": "the demo service answers /metrics with 404 (exporter switched off)",
         "cert-expired": "the demo service's TLS certificate expired yesterday (a renewal job "
                         "that stopped running)",
+        "tls-weak": "the demo service's TLS listener accepts TLS 1.0 and 1.1 (an old load "
+                    "balancer policy, @SECLEVEL=0)",
+        "headers-missing": "the demo service sends no security headers (HSTS, nosniff, CSP, "
+                           "X-Frame-Options, Referrer-Policy: the middleware is gone)",
+        "cors-wildcard": "the demo service reflects any Origin with credentials allowed",
+        "auth-bypass": "the demo service answers /api/admin/stats with 200 to anyone (an "
+                       "auth middleware that lost its route)",
     }
 
     def __init__(self, spec: AppComponent, ctx: SandboxContext) -> None:

@@ -3,6 +3,9 @@
 ``/health`` answers liveness, ``/health/detailed`` checks its real dependencies (TCP to the
 sandbox PostgreSQL and Redis) per component like the ERPFTS runbook, ``/metrics`` speaks the
 Prometheus text format, ``/docs`` redirects to ``/docs/`` as FastAPI behind a proxy does.
+It is secure by default, as a reviewed service is: security headers on every answer (CSP and
+framing on HTML, HSTS over TLS), CORS for its one front end, ``/api/admin/stats`` behind a
+bearer token, ``/api/search`` rate limited, its session cookie Secure and HttpOnly, TLS 1.2+.
 Run as ``python -m opsverify.sandbox.demo_app --port N``; with ``--tls-port M --cert F --key
 K`` it also answers the same routes over TLS (certificates from ``sandbox/tls.py``).
 """
@@ -10,11 +13,14 @@ K`` it also answers the same routes over TLS (certificates from ``sandbox/tls.py
 from __future__ import annotations
 
 import argparse
+import collections
 import json
+import secrets
 import socket
 import ssl
 import threading
 import time
+import warnings
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -25,20 +31,50 @@ REGISTRY = CollectorRegistry()
 REQUESTS = Counter("http_requests", "HTTP requests", ["path", "status"], registry=REGISTRY)
 LATENCY = Histogram("http_request_duration_seconds", "Request latency", ["path"],
                     registry=REGISTRY)
+FRONT_END = "https://forecast.example.com"  # the one origin CORS allows (ERPFTS's rule)
+HSTS = "max-age=31536000; includeSubDomains"
+CSP = "default-src 'self'; frame-ancestors 'none'; object-src 'none'; base-uri 'self'"
+RATE_LIMIT = (5, 10.0)  # requests per client per window (s) on /api/search
 
 
 class DemoApp(ThreadingHTTPServer):
     daemon_threads = True
+    tls = False
 
-    def __init__(self, port: int, *, faults: set[str], dependencies: dict[str, int]) -> None:
+    def __init__(self, port: int, *, faults: set[str], dependencies: dict[str, int],
+                 limiter: RateLimiter) -> None:
         super().__init__(("127.0.0.1", port), Handler)
         self.faults = faults
         self.dependencies = dependencies
+        self.limiter = limiter
+        self.admin_token = secrets.token_urlsafe(24)  # known to nobody: every GET is refused
+
+
+class RateLimiter:
+    """A sliding window per client address, shared by the plain and the TLS listener."""
+
+    def __init__(self, limit: int, window_s: float) -> None:
+        self.limit, self.window_s = limit, window_s
+        self.seen: dict[str, collections.deque[float]] = {}
+        self.lock = threading.Lock()
+
+    def allow(self, client: str) -> bool:
+        now = time.monotonic()
+        with self.lock:
+            recent = self.seen.setdefault(client, collections.deque())
+            while recent and now - recent[0] > self.window_s:
+                recent.popleft()
+            if len(recent) >= self.limit:
+                return False
+            recent.append(now)
+            return True
 
 
 class TlsDemoApp(DemoApp):
     """The same service over TLS. The handshake runs in the request's own thread, so a
     client that never completes it holds up nobody else."""
+
+    tls = True
 
     def __init__(self, port: int, context: ssl.SSLContext, **kwargs: Any) -> None:
         super().__init__(port, **kwargs)
@@ -67,7 +103,8 @@ class Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         routes = {"/health": self._health, "/health/detailed": self._detailed,
                   "/metrics": self._metrics, "/": self._root, "/docs": self._docs_redirect,
-                  "/docs/": self._docs}
+                  "/docs/": self._docs, "/api/admin/stats": self._admin,
+                  "/api/search": self._search}
         handler = routes.get(path)
         status = handler() if handler else self._send_json(404, {"detail": "Not Found"})
         REQUESTS.labels(path if handler else "other", str(status)).inc()
@@ -108,9 +145,42 @@ class Handler(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Type", "text/html; charset=utf-8")
         self.send_header("Content-Length", str(len(payload)))
+        if "headers-missing" not in self.server.faults:
+            self.send_header("Content-Security-Policy", CSP)
+            self.send_header("X-Frame-Options", "DENY")
+        self.send_header("Set-Cookie", f"session={secrets.token_urlsafe(16)}; Path=/; Secure; "
+                                       "HttpOnly; SameSite=Lax")
         self.end_headers()
         self.wfile.write(payload)
         return 200
+
+    def _admin(self) -> int:
+        granted = self.headers.get("Authorization") == f"Bearer {self.server.admin_token}"
+        if granted or "auth-bypass" in self.server.faults:  # the middleware lost its route
+            return self._send_json(200, {"users": 42, "runs_today": 17})
+        return self._send_json(401, {"detail": "Not authenticated"},
+                               extra={"WWW-Authenticate": "Bearer"})
+
+    def _search(self) -> int:
+        if not self.server.limiter.allow(self.client_address[0]):
+            return self._send_json(429, {"detail": "rate_limit_exceeded"},
+                                   extra={"Retry-After": str(int(RATE_LIMIT[1]))})
+        return self._send_json(200, {"results": []})
+
+    def end_headers(self) -> None:
+        # What a reviewed service's middleware adds to every answer.
+        if "headers-missing" not in self.server.faults:
+            self.send_header("X-Content-Type-Options", "nosniff")
+            self.send_header("Referrer-Policy", "strict-origin-when-cross-origin")
+            if self.server.tls:
+                self.send_header("Strict-Transport-Security", HSTS)
+        origin = self.headers.get("Origin")
+        if origin and (origin == FRONT_END or "cors-wildcard" in self.server.faults):
+            # cors-wildcard: "allow every origin, with credentials", which reflects any.
+            self.send_header("Access-Control-Allow-Origin", origin)
+            self.send_header("Access-Control-Allow-Credentials", "true")
+            self.send_header("Vary", "Origin")
+        super().end_headers()
 
     def _metrics(self) -> int:
         if "metrics-disabled" in self.server.faults:
@@ -123,11 +193,14 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(payload)
         return 200
 
-    def _send_json(self, status: int, body: dict[str, Any]) -> int:
+    def _send_json(self, status: int, body: dict[str, Any],
+                   extra: dict[str, str] | None = None) -> int:
         payload = json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
+        for name, value in (extra or {}).items():
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(payload)
         return status
@@ -154,12 +227,28 @@ def main() -> None:
     parser.add_argument("--key")
     args = parser.parse_args()
     deps = {name: int(port) for name, port in (d.split("=", 1) for d in args.dependency)}
+    faults = set(args.fault)
+    limiter = RateLimiter(*RATE_LIMIT)
     if args.tls_port:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(args.cert, args.key)
-        tls = TlsDemoApp(args.tls_port, context, faults=set(args.fault), dependencies=deps)
+        context = server_context(args.cert, args.key, weak="tls-weak" in faults)
+        tls = TlsDemoApp(args.tls_port, context, faults=faults, dependencies=deps,
+                         limiter=limiter)
         threading.Thread(target=tls.serve_forever, daemon=True).start()
-    DemoApp(args.port, faults=set(args.fault), dependencies=deps).serve_forever()
+    DemoApp(args.port, faults=faults, dependencies=deps, limiter=limiter).serve_forever()
+
+
+def server_context(cert: str, key: str, *, weak: bool = False) -> ssl.SSLContext:
+    """TLS 1.2 and 1.3 (Mozilla's intermediate profile). ``weak``: TLS 1.0 and 1.1 accepted
+    too, with every cipher OpenSSL still has (an old load balancer's policy)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if weak:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            context.minimum_version = ssl.TLSVersion.TLSv1
+        context.set_ciphers("DEFAULT:@SECLEVEL=0")
+    context.load_cert_chain(cert, key)
+    return context
 
 
 if __name__ == "__main__":

@@ -3,8 +3,11 @@
 dockerd gets its own socket, data root, exec root, containerd namespace and an empty
 configuration file, no bridge and no iptables rules; containers have no network at all.
 The only image is imported from a root file system made of busybox-static: nothing is
-pulled. Faults break a container the way production ones break: a failing HEALTHCHECK,
-a crash loop under a restart policy, an exited process.
+pulled. The containers are secure by default (docker-bench-security §5): not privileged,
+no host mounts or namespaces, an unprivileged user, a read-only root file system with a
+tmpfs /tmp, no secrets in their environment. Faults break a container the way production
+ones break: a failing HEALTHCHECK, a crash loop under a restart policy, an exited process,
+a privileged debugging container left behind.
 """
 
 from __future__ import annotations
@@ -33,10 +36,14 @@ from opsverify.sandbox.spec import DockerComponent
 IMAGE = "opsverify/busybox"
 TAG = "sandbox"
 APP, WORKER, SCHEDULER = "gogooku3-app", "gogooku3-worker", "gogooku3-scheduler"
+DEBUG = "gogooku3-debug"  # what the container-privileged fault leaves running
+# nobody: the image has no /etc/passwd, so the ids, not a name.
+USER = "65534:65534"
+STATE_DIR = "/var/lib/gogooku3"  # the scheduler's state: a volume, kept across its restarts
 # PID 1 ignores signals it has no handler for: trap TERM so `docker stop` is immediate.
 IDLE = 'trap "exit 0" TERM; while :; do sleep 1 & wait $!; done'
 HEALTH_FILE = "/tmp/healthy"  # noqa: S108 - a path inside the container
-CRASH_FILE = "/tmp/crash"  # noqa: S108 - a path inside the container
+CRASH_FILE = f"{STATE_DIR}/crash"
 CRASHES_WHEN_TOLD = (
     f'trap "exit 0" TERM; while :; do [ -e {CRASH_FILE} ] && {{ echo "scheduler: fatal: '
     f'bad configuration" >&2; exit 3; }}; sleep 1 & wait $!; done')
@@ -62,6 +69,7 @@ class DockerEngine:
         "container-restarting": f"{SCHEDULER} exits at start, so its restart policy restarts it "
                                 "over and over",
         "container-stopped": f"{WORKER} has exited",
+        "container-privileged": f"a debugging container, {DEBUG}, runs --privileged",
     }
 
     def __init__(self, spec: DockerComponent, ctx: SandboxContext) -> None:
@@ -134,7 +142,8 @@ class DockerEngine:
         runs: list[tuple[str, str, str, dict[str, Any]]] = [
             (APP, f"touch {HEALTH_FILE}; {IDLE}", "unless-stopped", {"healthcheck": healthcheck}),
             (WORKER, IDLE, "unless-stopped", {}),
-            (SCHEDULER, CRASHES_WHEN_TOLD, "always", {}),
+            (SCHEDULER, CRASHES_WHEN_TOLD, "always",
+             {"volumes": {f"{SCHEDULER}-state": {"bind": STATE_DIR, "mode": "rw"}}}),
         ]
         # The engine does the work; creating them side by side saves a second.
         with ThreadPoolExecutor(max_workers=len(runs)) as pool:
@@ -148,6 +157,10 @@ class DockerEngine:
     # -- faults -----------------------------------------------------------------------
     def inject(self, faults: frozenset[str]) -> None:
         client = self.client()
+        if "container-privileged" in faults:
+            # As secure as the others but for --privileged: only that check may catch it.
+            self._run(DEBUG, command=IDLE, restart="no", privileged=True)
+            self._wait(DEBUG, lambda c: c.status == "running", "running")
         if "container-unhealthy" in faults:
             client.containers.get(APP).exec_run(["rm", "-f", HEALTH_FILE])
             self._wait(APP, lambda c: _health(c) == "unhealthy", "unhealthy")
@@ -205,7 +218,8 @@ class DockerEngine:
         self.client().containers.run(
             f"{IMAGE}:{TAG}", ["/bin/sh", "-c", command], name=name, detach=True,
             network_mode="none", labels={"com.docker.compose.project": "gogooku3"},
-            restart_policy={"Name": restart}, **options)
+            restart_policy={"Name": restart}, user=USER, read_only=True,
+            tmpfs={"/tmp": "mode=1777"}, **options)  # noqa: S108 - in the container
 
     def _wait(self, name: str, reached: Any, what: str) -> None:
         container = self.client().containers.get(name)
@@ -250,10 +264,16 @@ def rootfs_tar(busybox: Path) -> bytes:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
         for directory, mode in (("bin", 0o755), ("tmp", 0o1777), ("etc", 0o755),
-                                ("usr", 0o755), ("usr/local", 0o755), ("usr/local/bin", 0o755)):
+                                ("usr", 0o755), ("usr/local", 0o755), ("usr/local/bin", 0o755),
+                                ("var", 0o755), ("var/lib", 0o755)):
             info = tarfile.TarInfo(directory)
             info.type, info.mode = tarfile.DIRTYPE, mode
             tar.addfile(info)
+        # The scheduler's state directory, its user's: a new volume takes the ownership.
+        state = tarfile.TarInfo(STATE_DIR.lstrip("/"))
+        state.type, state.mode = tarfile.DIRTYPE, 0o755
+        state.uid, state.gid = (int(i) for i in USER.split(":"))
+        tar.addfile(state)
         tar.add(str(busybox), arcname="bin/busybox")
         for applet in applets:
             if applet != "busybox":

@@ -12,11 +12,30 @@ What moto simulates, and so what the faults can show (verified against moto 5.2)
 - CloudWatch: a new alarm is ``OK``; ``SetAlarmState`` changes it.
 - Logs: ``FilterLogEvents`` honours the time window, pagination and plain-term patterns such
   as ``ERROR`` (case-sensitive); it does not implement ``?A ?B`` alternatives.
+
+Secure by default (checks/security): the bucket has a public access block and default
+encryption; no security group is open to the world; the secret rotates; the log group keeps
+30 days; the ECR repository scans on push and its image's scan has no finding >= HIGH; the
+task definition takes its secret from Secrets Manager. What moto does and does not do there:
+
+- S3: public access blocks are stored, never enforced. A bucket policy's Deny applies to
+  every object request whatever its ``Condition`` (moto evaluates only ``StringEquals``), and
+  this endpoint is plain HTTP anyway: a TLS-only policy (deny ``aws:SecureTransport``
+  false) would refuse every object the sandbox writes and reads. So the bucket has none, and
+  environments/sandbox.yaml opts its target out of ``tls_only``; tests put one on.
+- ECR: a push to a scan-on-push repository starts no scan (``StartImageScan`` does), and
+  moto has no scanner: a scan's findings are what ``/moto-api/static/ecr/scan-finding-
+  results`` was given for that image (otherwise a fixed fake HIGH finding);
+  ``DescribeImages`` carries no ``imageScanFindingsSummary``.
+- Secrets Manager: a rotation needs no Lambda and is dated now (``LastRotatedDate`` cannot
+  be set in the past).
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import json
 import signal
 import subprocess
 import sys
@@ -53,6 +72,13 @@ OBJECTS = (
 )
 SEED_ERRORS = 3
 FAULT_ERRORS = 60
+LOG_RETENTION_DAYS = 30
+VPC_CIDR = "10.20.0.0/16"
+DB_GROUP = "t-developer-db"
+DB_SECRET = "t-developer/database"  # noqa: S105 - a secret's name
+UNROTATED_SECRET = "t-developer/openai-api-key"  # noqa: S105 - a secret's name
+REPOSITORY = "t-developer/api"
+IMAGE_TAG = "2025.02"
 
 
 class MotoServer:
@@ -69,6 +95,12 @@ class MotoServer:
                               "stopped, so its target is not healthy",
         "alarm-firing": "the CloudWatch alarm t-developer-5xx is in ALARM",
         "log-errors": f"{FAULT_ERRORS} ERROR events land in the log group {LOG_GROUP}",
+        "s3-public": "the sandbox bucket loses its public access block and its policy lets "
+                     "anyone (*) read every object",
+        "sg-open-db": f"the security group {DB_GROUP} admits PostgreSQL (5432) from "
+                      "0.0.0.0/0",
+        "secret-not-rotated": f"the Secrets Manager secret {UNROTATED_SECRET} exists with "
+                              "rotation never enabled",
     }
 
     def __init__(self, spec: MotoComponent, ctx: SandboxContext) -> None:
@@ -147,10 +179,12 @@ class MotoServer:
     def seed(self) -> None:
         self._seed_s3()
         subnets, group, vpc = self._seed_network()
-        self._seed_ecs(subnets, group)
+        secret = self._seed_secrets()
+        self._seed_ecs(subnets, group, secret)
         self._seed_alb(subnets, group, vpc)
         self._seed_alarms()
         self._seed_logs()
+        self._seed_ecr()
 
     def _seed_s3(self) -> None:
         s3 = self.client("s3")
@@ -159,10 +193,30 @@ class MotoServer:
         s3.create_bucket(Bucket=self.spec.bucket, **config)
         for key in OBJECTS:
             s3.put_object(Bucket=self.spec.bucket, Key=key, Body=f"{key}\n".encode())
+        s3.put_public_access_block(Bucket=self.spec.bucket, PublicAccessBlockConfiguration={
+            "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True,
+            "RestrictPublicBuckets": True})
+        s3.put_bucket_encryption(Bucket=self.spec.bucket, ServerSideEncryptionConfiguration={
+            "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"},
+                       "BucketKeyEnabled": True}]})
+
+    def _make_public(self) -> None:
+        """The s3-public fault: the block goes, and a statement letting anyone read every
+        object joins whatever policy the bucket has."""
+        s3 = self.client("s3")
+        s3.delete_public_access_block(Bucket=self.spec.bucket)
+        try:
+            policy = json.loads(s3.get_bucket_policy(Bucket=self.spec.bucket)["Policy"])
+        except s3.exceptions.ClientError:
+            policy = {"Version": "2012-10-17", "Statement": []}
+        policy["Statement"].append({
+            "Sid": "PublicRead", "Effect": "Allow", "Principal": "*", "Action": "s3:GetObject",
+            "Resource": f"arn:aws:s3:::{self.spec.bucket}/*"})
+        s3.put_bucket_policy(Bucket=self.spec.bucket, Policy=json.dumps(policy))
 
     def _seed_network(self) -> tuple[list[str], str, str]:
         ec2 = self.client("ec2")
-        vpc = ec2.create_vpc(CidrBlock="10.20.0.0/16")["Vpc"]["VpcId"]
+        vpc = ec2.create_vpc(CidrBlock=VPC_CIDR)["Vpc"]["VpcId"]
         zones = [z["ZoneName"] for z in ec2.describe_availability_zones()["AvailabilityZones"]]
         subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.20.{i}.0/24",
                                      AvailabilityZone=zone)["Subnet"]["SubnetId"]
@@ -170,16 +224,38 @@ class MotoServer:
         group = ec2.create_security_group(GroupName="t-developer-service",
                                           Description="T-Developer service",
                                           VpcId=vpc)["GroupId"]
+        # The service answers the load balancer inside the VPC; the database only the service.
+        ec2.authorize_security_group_ingress(GroupId=group, IpPermissions=[{
+            "IpProtocol": "tcp", "FromPort": 8000, "ToPort": 8000,
+            "IpRanges": [{"CidrIp": VPC_CIDR, "Description": "ALB in the VPC"}]}])
+        database = ec2.create_security_group(GroupName=DB_GROUP, Description="T-Developer "
+                                             "PostgreSQL", VpcId=vpc)["GroupId"]
+        ec2.authorize_security_group_ingress(GroupId=database, IpPermissions=[{
+            "IpProtocol": "tcp", "FromPort": 5432, "ToPort": 5432,
+            "UserIdGroupPairs": [{"GroupId": group, "Description": "the service"}]}])
         return subnets, group, vpc
 
-    def _seed_ecs(self, subnets: list[str], group: str) -> None:
+    def _seed_secrets(self) -> str:
+        """The database password, rotated every 30 days (moto rotates without a Lambda, and
+        dates the rotation now); its ARN, which the task definition refers to."""
+        secrets = self.client("secretsmanager")
+        arn = str(secrets.create_secret(Name=DB_SECRET, SecretString=json.dumps(
+            {"username": "t_developer", "password": "never-read-by-opsverify"}))["ARN"])
+        secrets.rotate_secret(SecretId=DB_SECRET, RotationRules={"AutomaticallyAfterDays": 30})
+        return arn
+
+    def _seed_ecs(self, subnets: list[str], group: str, secret: str) -> None:
         ecs = self.client("ecs")
         ecs.create_cluster(clusterName=CLUSTER)
         ecs.register_task_definition(
             family=TASK_FAMILY, requiresCompatibilities=["FARGATE"], networkMode="awsvpc",
             cpu="512", memory="1024",
-            containerDefinitions=[{"name": "api", "image": "t-developer/api:2025.02",
-                                   "essential": True, "portMappings": [{"containerPort": 8000}]}],
+            containerDefinitions=[{
+                "name": "api", "image": f"{REPOSITORY}:{IMAGE_TAG}", "essential": True,
+                "portMappings": [{"containerPort": 8000}],
+                "environment": [{"name": "APP_ENV", "value": "production"},
+                                {"name": "DATABASE_SECRET_ARN", "value": secret}],
+                "secrets": [{"name": "DATABASE_PASSWORD", "valueFrom": secret}]}],
         )
         self._network = (subnets, group)
         # Created at 1 task (its deployment COMPLETED), then scaled to 2: moto reports the
@@ -231,6 +307,7 @@ class MotoServer:
     def _seed_logs(self) -> None:
         logs = self.client("logs")
         logs.create_log_group(logGroupName=LOG_GROUP)
+        logs.put_retention_policy(logGroupName=LOG_GROUP, retentionInDays=LOG_RETENTION_DAYS)
         logs.create_log_stream(logGroupName=LOG_GROUP, logStreamName=LOG_STREAM)
         now = int(time.time() * 1000)
         # Errors from two days ago, outside a 24 h window (one batch may not span 24 h).
@@ -240,6 +317,35 @@ class MotoServer:
                            f"ERROR generation failed project={i}" if i % 7 == 3 else
                            f"INFO GET /health 200 {12 + i} ms")
                           for i in range(7 * SEED_ERRORS)])
+
+    def _seed_ecr(self) -> None:
+        """A scan-on-push repository whose image was scanned: moto starts no scan on push
+        and has no scanner, so the scan is started here and its findings handed to moto."""
+        ecr = self.client("ecr")
+        ecr.create_repository(repositoryName=REPOSITORY,
+                              imageScanningConfiguration={"scanOnPush": True})
+        self.push_image(REPOSITORY, IMAGE_TAG, {"MEDIUM": 2, "LOW": 5})
+
+    def push_image(self, repository: str, tag: str, severities: dict[str, int]) -> None:
+        """Push an image, scan it, and give its scan these finding counts by severity."""
+        ecr = self.client("ecr")
+        config = "sha256:" + hashlib.sha256(f"{repository}:{tag}".encode()).hexdigest()
+        ecr.put_image(repositoryName=repository, imageTag=tag, imageManifest=json.dumps({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+            "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
+                       "size": 1469, "digest": config}, "layers": []}))
+        requests.post(f"{self.endpoint}/moto-api/static/ecr/scan-finding-results", timeout=10,
+                      json={"region": self.spec.region, "results": [{
+                          "registryId": "123456789012", "repositoryName": repository,
+                          "imageId": {"imageTag": tag},
+                          "imageScanStatus": {"status": "COMPLETE",
+                                              "description": "The scan was completed "
+                                                             "successfully."},
+                          "imageScanFindings": {"findings": [],
+                                                "findingSeverityCounts": severities}}]},
+                      ).raise_for_status()
+        ecr.start_image_scan(repositoryName=repository, imageId={"imageTag": tag})
 
     def _put_events(self, events: list[tuple[int, str]]) -> None:
         self.client("logs").put_log_events(
@@ -264,6 +370,18 @@ class MotoServer:
                 AlarmName="t-developer-5xx", StateValue="ALARM",
                 StateReason="Threshold Crossed: 1 datapoint [57.0] was greater than the "
                             "threshold (10.0)")
+        if "s3-public" in faults:
+            self._make_public()
+        if "sg-open-db" in faults:
+            ec2 = self.client("ec2")
+            group = ec2.describe_security_groups(Filters=[
+                {"Name": "group-name", "Values": [DB_GROUP]}])["SecurityGroups"][0]["GroupId"]
+            ec2.authorize_security_group_ingress(GroupId=group, IpPermissions=[{
+                "IpProtocol": "tcp", "FromPort": 5432, "ToPort": 5432,
+                "IpRanges": [{"CidrIp": "0.0.0.0/0", "Description": "debugging, temporary"}]}])
+        if "secret-not-rotated" in faults:
+            self.client("secretsmanager").create_secret(
+                Name=UNROTATED_SECRET, SecretString="sk-never-read-by-opsverify")
         if "log-errors" in faults:
             now = int(time.time() * 1000)
             self._put_events([(now - (FAULT_ERRORS - i) * 1000,

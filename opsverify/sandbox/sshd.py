@@ -3,7 +3,9 @@
 The host key and a client key are generated fresh for every sandbox; the host key's public
 half goes into a ``known_hosts`` file of the work directory, so the ``host`` target's ssh
 checks verify the server for real (``StrictHostKeyChecking yes``), never trusting on first
-use. The server accepts that client key only (no passwords), for the user running the suite.
+use. The server accepts that client key only (no passwords), for the user running the suite,
+with modern algorithms only (no CBC cipher, no SHA-1 MAC) and no root login — but by key,
+when the suite runs as root: its own ssh checks log in as that user.
 
 Beside it runs ``forecast-worker``: ``sleep`` under that name, a stand-in for the runbook's
 long-running worker, so that the host checks have a service and a process to find, and the
@@ -37,6 +39,7 @@ class SshServer:
         "service-stopped": f"the host's {WORKER} service is stopped (its process killed)",
         "ssh-hostkey-changed": "known_hosts holds another key than the server's: the ssh "
                                "host target must refuse to connect",
+        "ssh-root-login": "sshd is reloaded with PermitRootLogin yes",
     }
 
     def __init__(self, spec: SshdComponent, ctx: SandboxContext) -> None:
@@ -88,8 +91,7 @@ class SshServer:
         self.write_known_hosts(self.host_key)
         if os.geteuid() == 0 and not PRIVSEP_DIR.is_dir():
             PRIVSEP_DIR.mkdir(mode=0o755)
-        self.config.write_text(CONFIG.format(
-            port=self.port, host_key=self.host_key, dir=self.dir, user=self.user))
+        self.write_config(self.root_login)
         (self.dir / "bin").mkdir()
         sleep = shutil.which("sleep")
         assert sleep is not None
@@ -121,6 +123,29 @@ class SshServer:
             impostor = self.dir / "other_host_key"
             _keygen(impostor, "not-the-sandbox-host")
             self.write_known_hosts(impostor)
+        if "ssh-root-login" in faults:
+            self.write_config("yes")
+            self.reload()
+
+    @property
+    def root_login(self) -> str:
+        """The least PermitRootLogin that lets the suite's own user in."""
+        return "prohibit-password" if self.user == "root" else "no"
+
+    def write_config(self, root_login: str) -> None:
+        self.config.write_text(CONFIG.format(port=self.port, host_key=self.host_key,
+                                             dir=self.dir, user=self.user,
+                                             root_login=root_login))
+
+    def reload(self) -> None:
+        """SIGHUP, as ``systemctl reload ssh`` does: sshd re-executes itself, reads its
+        configuration again and listens anew (the log says so)."""
+        assert self.process is not None
+        listening = self.log.read_text(errors="replace").count("Server listening on")
+        self.process.send_signal(signal.SIGHUP)
+        wait_until(lambda: self.log.read_text(errors="replace").count("Server listening on")
+                   > listening and port_open(self.port), timeout_s=15, what="sshd reloaded",
+                   process=self.process, log=self.log)
 
     def write_known_hosts(self, key: Path) -> None:
         """Record ``key`` as this server's host key."""
@@ -147,7 +172,8 @@ HostKey {host_key}
 PidFile {dir}/sshd.pid
 AuthorizedKeysFile {dir}/authorized_keys
 AllowUsers {user}
-PermitRootLogin prohibit-password
+# No root login: by key only where the suite itself runs as root and logs in as root.
+PermitRootLogin {root_login}
 PubkeyAuthentication yes
 PasswordAuthentication no
 KbdInteractiveAuthentication no
@@ -164,6 +190,11 @@ PrintMotd no
 UseDNS no
 MaxSessions 32
 LogLevel INFO
+# Modern algorithms only (dev-sec ssh-baseline): AEAD or CTR ciphers, SHA-2 and UMAC-128
+# encrypt-then-MAC, curve25519 and its post-quantum hybrid.
+Ciphers chacha20-poly1305@openssh.com,aes256-gcm@openssh.com,aes128-gcm@openssh.com,aes256-ctr
+MACs hmac-sha2-512-etm@openssh.com,hmac-sha2-256-etm@openssh.com,umac-128-etm@openssh.com
+KexAlgorithms sntrup761x25519-sha512@openssh.com,curve25519-sha256,curve25519-sha256@libssh.org
 """
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 
@@ -29,10 +29,14 @@ class TlsFiles:
         return cls(directory / "ca.pem", directory / "server.pem", directory / "server.key")
 
 
-def make_tls(directory: Path, *, expired: bool = False) -> TlsFiles:
-    """Write a fresh CA and a server certificate for ``127.0.0.1``/``localhost`` under
-    ``directory``. ``expired``: the server certificate's validity ended yesterday (the CA is
-    still valid), as when a renewal job stopped running."""
+def make_tls(directory: Path, *, expired: bool = False, days_left: float = 90,
+             names: tuple[str, ...] = ("127.0.0.1", "localhost"),
+             rsa_bits: int | None = None) -> TlsFiles:
+    """Write a fresh CA and a server certificate for ``names`` (IP addresses and DNS names;
+    by default ``127.0.0.1`` and ``localhost``) under ``directory``: an EC P-256 key, valid
+    for ``days_left`` more days, as an ACME-renewed certificate is. ``expired``: its validity
+    ended yesterday (the CA is still valid), as when a renewal job stopped running.
+    ``rsa_bits``: an RSA key of that size instead (1024 for a weak one)."""
     directory.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now(dt.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -43,7 +47,7 @@ def make_tls(directory: Path, *, expired: bool = False) -> TlsFiles:
         .public_key(ca_key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(days=30))
-        .not_valid_after(now + dt.timedelta(days=30))
+        .not_valid_after(now + dt.timedelta(days=3650))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(x509.KeyUsage(
             digital_signature=True, content_commitment=False, key_encipherment=False,
@@ -53,21 +57,22 @@ def make_tls(directory: Path, *, expired: bool = False) -> TlsFiles:
                        critical=False)
         .sign(ca_key, hashes.SHA256())
     )
-    key = ec.generate_private_key(ec.SECP256R1())
+    key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey = (
+        rsa.generate_private_key(65537, rsa_bits) if rsa_bits
+        else ec.generate_private_key(ec.SECP256R1()))
     if expired:
         valid = (now - dt.timedelta(days=20), now - dt.timedelta(days=1))
     else:
-        valid = (now - dt.timedelta(days=1), now + dt.timedelta(days=20))
+        valid = (now - dt.timedelta(days=1), now + dt.timedelta(days=days_left))
     cert = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
         .issuer_name(ca_name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(valid[0]).not_valid_after(valid[1])
-        .add_extension(x509.SubjectAlternativeName([
-            x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]),
-            critical=False)
+        .add_extension(x509.SubjectAlternativeName([_general_name(n) for n in names]),
+                       critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
@@ -82,3 +87,10 @@ def make_tls(directory: Path, *, expired: bool = False) -> TlsFiles:
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption()))
     return files
+
+
+def _general_name(name: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        return x509.DNSName(name)

@@ -1,5 +1,6 @@
 """AWS targets: the ``aws`` section (ECS, ALB, CloudWatch alarms and Logs) and read-only
-API clients.
+API clients, including the security reads of checks/security/test_aws.py (security groups,
+Secrets Manager metadata, log group retention, ECR scans, ECS task definitions).
 
 What every AWS-API target shares (``s3`` uses it too) lives here as well: the credential
 keys, a botocore configuration with connect and read deadlines and a single attempt (no
@@ -14,6 +15,7 @@ never loads them (the schemas above are needed by every run, the SDK is not).
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Iterable
@@ -24,7 +26,8 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
-from opsverify.errors import TargetUnavailable, WriteRefused
+from opsverify.errors import MissingPrivilege, TargetUnavailable, WriteRefused
+from opsverify.secrets import MIN_SECRET_LEN, SECRETS
 from opsverify.targets.base import Deadline, DeadlinePassed, Section, TargetSpec, run_within
 from opsverify.targets.http import http_url
 
@@ -45,6 +48,10 @@ THROTTLE_CODES = frozenset({
     "Throttling", "ThrottlingException", "TooManyRequestsException", "RequestLimitExceeded",
     "SlowDown",
 })
+# Answers that mean "this account may not read that": a SKIP naming the grant, not a FAIL.
+# A bare "403" is a 403 whose body botocore could not parse (moto answers JSON services with
+# an XML AccessDenied); bad credentials already failed the target's gate (GetCallerIdentity).
+DENIED_CODES = ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "403")
 REASON_CHARS = 160
 USER_AGENT = "opsverify/0.1"
 
@@ -117,12 +124,26 @@ class LogGroupCheck(Section):
     max_events: int = Field(default=1000, ge=1, le=100000)
 
 
+class AwsSecurity(Section):
+    """``security:`` of an aws target: every check of checks/security/test_aws.py applies to
+    the whole region unless switched off here by its name (``{ecr_findings: false}``)."""
+
+    security_groups: bool = True  # no world-open ingress to admin/database ports or all ports
+    secret_rotation: bool = True  # Secrets Manager rotation on, last rotation recent
+    log_retention: bool = True  # CloudWatch Logs groups keep events long enough
+    ecr_scan_on_push: bool = True
+    ecr_findings: bool = True  # no finding >= HIGH in a repository's latest image
+    ecs_privileged: bool = True  # no privileged container in a task definition
+    ecs_env_secrets: bool = True  # no secret-looking plain environment value
+
+
 class AwsTarget(AwsTargetSpec):
     type: Literal["aws"]
     ecs: EcsSection | None = None
     alb_target_groups: list[str] = Field(default_factory=list)  # names or ARNs
     alarms: AlarmsSection | None = None
     log_groups: list[LogGroupCheck] = Field(default_factory=list)
+    security: AwsSecurity = Field(default_factory=AwsSecurity)
 
     def address(self) -> str:
         return self.endpoint_address() or f"{self.region}.amazonaws.com"
@@ -283,6 +304,17 @@ class AwsApi:
         except botocore.exceptions.BotoCoreError as exc:
             raise self.unavailable(self._botocore_cause(exc)) from None
         return Reply(data)
+
+    def read(self, service: str, method: str, *, what: str, grant: str,
+             handled: Iterable[str] = (), deadline: Deadline | None = None,
+             **params: Any) -> Reply:
+        """:meth:`call`, where an answer saying these credentials may not read ``what``
+        raises :class:`MissingPrivilege` naming ``grant`` (a SKIP, not a FAIL)."""
+        reply = self.call(service, method, handled=(*DENIED_CODES, *handled),
+                          deadline=deadline, **params)
+        if reply.error in DENIED_CODES:
+            raise MissingPrivilege(self.name, what, grant)
+        return reply
 
     def close(self) -> None:
         with self._lock:
@@ -451,3 +483,280 @@ class AwsClient:
 
     def close(self) -> None:
         self.api.close()
+
+    # -- security reads (checks/security/test_aws.py): metadata only, never a value ----------
+    def security_groups(self) -> SecurityGroups:
+        """Every security group of the region (EC2 DescribeSecurityGroups, page by page)
+        and its ingress rules open to 0.0.0.0/0 or ::/0 on a risky port or on all ports."""
+        deadline = Deadline.start(self.timeout_s)
+        count, found = 0, list[OpenIngress]()
+        params: dict[str, Any] = {"MaxResults": 1000}
+        while True:
+            data = self.api.read("ec2", "describe_security_groups", deadline=deadline,
+                                 what="EC2 security groups", grant="ec2:DescribeSecurityGroups",
+                                 **params).data
+            for group in data.get("SecurityGroups", []):
+                count += 1
+                label = f"{group.get('GroupId', '?')} ({group.get('GroupName', '')})"
+                for permission in group.get("IpPermissions", []):
+                    found += [OpenIngress(label, rule, exposes)
+                              for rule, exposes in world_open(permission)]
+            token = data.get("NextToken")
+            if not token or count >= SECURITY_ITEMS_MAX:
+                return SecurityGroups(count, tuple(found), capped=bool(token))
+            params["NextToken"] = token
+
+    def secrets_rotation(self) -> tuple[tuple[SecretRotation, ...], bool]:
+        """Rotation metadata of every secret (Secrets Manager ListSecrets, the metadata
+        DescribeSecret shows: never a value, never GetSecretValue), and whether capped."""
+        deadline = Deadline.start(self.timeout_s)
+        found: list[SecretRotation] = []
+        params: dict[str, Any] = {"MaxResults": 100}
+        while True:
+            data = self.api.read("secretsmanager", "list_secrets", deadline=deadline,
+                                 what="Secrets Manager secret metadata",
+                                 grant="secretsmanager:ListSecrets", **params).data
+            for secret in data.get("SecretList", []):
+                rules = secret.get("RotationRules", {})
+                found.append(SecretRotation(
+                    str(secret.get("Name", "")), bool(secret.get("RotationEnabled", False)),
+                    _epoch(secret.get("LastRotatedDate")), _epoch(secret.get("CreatedDate")),
+                    int(rules["AutomaticallyAfterDays"])
+                    if rules.get("AutomaticallyAfterDays") else None))
+            token = data.get("NextToken")
+            if not token or len(found) >= SECURITY_ITEMS_MAX:
+                return tuple(found), bool(token)
+            params["NextToken"] = token
+
+    def log_group_retention(self) -> tuple[tuple[LogRetention, ...], bool]:
+        """Retention of every CloudWatch Logs group (DescribeLogGroups; no retentionInDays
+        means the events never expire), and whether capped."""
+        deadline = Deadline.start(self.timeout_s)
+        found: list[LogRetention] = []
+        params: dict[str, Any] = {"limit": 50}
+        while True:
+            data = self.api.read("logs", "describe_log_groups", deadline=deadline,
+                                 what="CloudWatch Logs groups", grant="logs:DescribeLogGroups",
+                                 **params).data
+            for group in data.get("logGroups", []):
+                days = group.get("retentionInDays")
+                found.append(LogRetention(str(group.get("logGroupName", "")),
+                                          None if days is None else int(days)))
+            token = data.get("nextToken")
+            if not token or len(found) >= SECURITY_ITEMS_MAX:
+                return tuple(found), bool(token)
+            params["nextToken"] = token
+
+    def ecr_repositories(self) -> tuple[tuple[EcrRepository, ...], bool]:
+        """Every ECR repository (at most :data:`PER_ITEM_MAX`) with its scan-on-push setting
+        and the scan of its most recently pushed image; whether capped. Each repository's
+        reads have their own deadline."""
+        what = "ECR repositories and image scans"
+        grant = "ecr:DescribeRepositories, ecr:DescribeImages, ecr:DescribeImageScanFindings"
+        data = self.api.read("ecr", "describe_repositories", maxResults=PER_ITEM_MAX,
+                             what=what, grant=grant).data
+        repositories = data.get("repositories", [])[:PER_ITEM_MAX]
+        found = []
+        for repo in repositories:
+            name = str(repo.get("repositoryName", ""))
+            deadline = Deadline.start(self.timeout_s)
+            scan_on_push = bool(repo.get("imageScanningConfiguration", {}).get("scanOnPush"))
+            images: list[dict[str, Any]] = []
+            params: dict[str, Any] = {"repositoryName": name, "maxResults": 1000}
+            for _page in range(IMAGE_PAGES_MAX):
+                page = self.api.read("ecr", "describe_images", deadline=deadline, what=what,
+                                     grant=grant, **params).data
+                images += page.get("imageDetails", [])
+                if not page.get("nextToken"):
+                    break
+                params["nextToken"] = page["nextToken"]
+            if not images:
+                found.append(EcrRepository(name, scan_on_push, None))
+                continue
+            # The newest push; among pushes of the same second, the last listed.
+            latest = max(reversed(images), key=lambda i: _epoch(i.get("imagePushedAt")) or 0)
+            tags = latest.get("imageTags") or []
+            image_id = {"imageTag": str(tags[0])} if tags else {
+                "imageDigest": str(latest.get("imageDigest", ""))}
+            reply = self.api.read("ecr", "describe_image_scan_findings", repositoryName=name,
+                                  imageId=image_id, maxResults=1, deadline=deadline,
+                                  handled=("ScanNotFoundException",), what=what, grant=grant)
+            scan = reply.data.get("imageScanFindings", {})
+            found.append(EcrRepository(name, scan_on_push, EcrImageScan(
+                next(iter(image_id.values())), _epoch(latest.get("imagePushedAt")) or 0.0,
+                "NOT_SCANNED" if reply.error else str(
+                    reply.data.get("imageScanStatus", {}).get("status", "")),
+                tuple(sorted((str(k), int(v)) for k, v in
+                             scan.get("findingSeverityCounts", {}).items())))))
+        return tuple(found), bool(data.get("nextToken")) or len(repositories) >= PER_ITEM_MAX
+
+    def ecs_task_definitions(self) -> tuple[tuple[TaskDefinitionSecurity, ...], bool]:
+        """The latest ACTIVE revision of every task definition family (at most
+        :data:`PER_ITEM_MAX`): privileged containers and the names of plain environment
+        variables whose value looks like a secret; those values are registered as secrets
+        (masked in every artifact) and never returned."""
+        what, grant = "ECS task definitions", "ecs:ListTaskDefinitionFamilies, " \
+                                              "ecs:DescribeTaskDefinition"
+        data = self.api.read("ecs", "list_task_definition_families", status="ACTIVE",
+                             maxResults=PER_ITEM_MAX, what=what, grant=grant).data
+        families = [str(f) for f in data.get("families", [])][:PER_ITEM_MAX]
+        found = []
+        for family in families:
+            definition = self.api.read("ecs", "describe_task_definition", taskDefinition=family,
+                                       what=what, grant=grant).data.get("taskDefinition", {})
+            containers = []
+            for container in definition.get("containerDefinitions", []):
+                secret_env = []
+                for variable in container.get("environment", []):
+                    name, value = str(variable.get("name", "")), str(variable.get("value", ""))
+                    if looks_secret(name, value):
+                        SECRETS.add(value)
+                        secret_env.append(name)
+                containers.append(ContainerSecurity(
+                    str(container.get("name", "")), bool(container.get("privileged")),
+                    tuple(secret_env)))
+            found.append(TaskDefinitionSecurity(
+                f"{definition.get('family', family)}:{definition.get('revision', '?')}",
+                tuple(containers)))
+        return tuple(found), bool(data.get("nextToken")) or len(families) >= PER_ITEM_MAX
+
+
+# -- security: results and the pure judgements behind them ---------------------------------
+# Ports never to be open to the whole internet (Prowler's ec2_securitygroup_allow_ingress_
+# from_internet_to_tcp_port_* set): remote administration and databases.
+RISKY_PORTS = {22: "SSH", 3389: "RDP", 5432: "PostgreSQL", 3306: "MySQL", 6379: "Redis",
+               27017: "MongoDB", 9200: "Elasticsearch"}
+WORLD = ("0.0.0.0/0", "::/0")
+SECURITY_ITEMS_MAX = 1000  # security groups, secrets, log groups read (one page call each)
+PER_ITEM_MAX = 100  # ECR repositories, task definition families (calls per item)
+IMAGE_PAGES_MAX = 10  # pages of DescribeImages searched for a repository's newest image
+HIGH_SEVERITIES = ("CRITICAL", "HIGH")
+# Variable names that say "this is a credential" (AWS Config's ecs-no-environment-secrets
+# idea), and values that are one whatever their name.
+SECRET_NAME = re.compile(r"PASSW(OR)?D|PASSPHRASE|SECRET|TOKEN|API_?KEY|ACCESS_?KEY|"
+                         r"PRIVATE_?KEY|CREDENTIAL|AUTH_?KEY|SIGNING_?KEY|DSN", re.IGNORECASE)
+NOT_A_VALUE_NAME = re.compile(r"_(ARN|NAME|FILE|PATH|ID|TTL|LENGTH|EXPIRY|ENABLED)$",
+                              re.IGNORECASE)
+SECRET_VALUE = re.compile(
+    r"\b(AKIA|ASIA)[0-9A-Z]{16}\b"  # an AWS access key id
+    r"|-----BEGIN [A-Z ]*PRIVATE KEY-----"
+    r"|[a-z][a-z0-9+.-]*://[^/\s:@]+:[^/\s@]+@"  # a URL or DSN with a password
+    r"|\b(gh[pousr]_[A-Za-z0-9]{30,}|xox[abprs]-[A-Za-z0-9-]{10,}|sk-[A-Za-z0-9_-]{20,})")
+HARMLESS = re.compile(r"^(true|false|yes|no|on|off|none|null|\d+(\.\d+)?)$", re.IGNORECASE)
+
+
+def looks_secret(name: str, value: str) -> bool:
+    """Whether a plain environment variable holds what looks like a credential: a value
+    shaped like one, or a credential's name with a real value (not a flag, a number, or a
+    reference to where the secret lives)."""
+    if SECRET_VALUE.search(value):
+        return True
+    return (bool(SECRET_NAME.search(name)) and not NOT_A_VALUE_NAME.search(name)
+            and len(value) >= MIN_SECRET_LEN and not HARMLESS.match(value.strip())
+            and not value.startswith(("arn:aws:", "${", "{{")))
+
+
+def world_open(permission: dict[str, Any]) -> list[tuple[str, str]]:
+    """``(rule, what it exposes)`` for each world source (0.0.0.0/0, ::/0) of an ingress
+    permission that opens all ports or a port of :data:`RISKY_PORTS`."""
+    sources = [r.get("CidrIp") for r in permission.get("IpRanges", [])]
+    sources += [r.get("CidrIpv6") for r in permission.get("Ipv6Ranges", [])]
+    world = [s for s in sources if s in WORLD]
+    if not world:
+        return []
+    protocol = str(permission.get("IpProtocol", ""))
+    protocol = {"6": "tcp", "17": "udp", "all": "-1"}.get(protocol, protocol)
+    low, high = int(permission.get("FromPort", -1)), int(permission.get("ToPort", -1))
+    if protocol == "-1":
+        rule, exposes = "all traffic", "all ports"
+    elif protocol in ("tcp", "udp") and (low, high) == (0, 65535):
+        rule, exposes = f"{protocol} 0-65535", "all ports"
+    elif protocol == "tcp":
+        hit = [f"{RISKY_PORTS[p]} ({p})" for p in sorted(RISKY_PORTS) if low <= p <= high]
+        if not hit:
+            return []
+        rule = f"tcp {low}" if low == high else f"tcp {low}-{high}"
+        exposes = ", ".join(hit)
+    else:
+        return []
+    return [(f"{rule} from {source}", exposes) for source in world]
+
+
+def _epoch(value: Any) -> float | None:
+    """A timestamp as botocore parses it (datetime) or as a JSON number, in epoch seconds."""
+    if value is None:
+        return None
+    if hasattr(value, "timestamp"):
+        return float(value.timestamp())
+    return float(value)
+
+
+@dataclass(frozen=True)
+class OpenIngress:
+    group: str  # sg-0123 (name)
+    rule: str  # "tcp 5432 from 0.0.0.0/0"
+    exposes: str  # "PostgreSQL (5432)", "all ports"
+
+    def describe(self) -> str:
+        return f"{self.group}: {self.rule} exposes {self.exposes}"
+
+
+@dataclass(frozen=True)
+class SecurityGroups:
+    count: int
+    open: tuple[OpenIngress, ...]
+    capped: bool = False
+
+
+@dataclass(frozen=True)
+class SecretRotation:
+    """What Secrets Manager says of a secret's rotation (no value is ever read)."""
+
+    name: str
+    rotation_enabled: bool
+    last_rotated: float | None  # epoch seconds; None: never rotated
+    created: float | None
+    rotate_after_days: int | None = None
+
+    def age_days(self, now: float) -> float | None:
+        """Days the current value has been in place: since the last rotation, or since the
+        secret was created when it never was rotated."""
+        since = self.last_rotated if self.last_rotated is not None else self.created
+        return None if since is None else max(0.0, (now - since) / 86400)
+
+
+@dataclass(frozen=True)
+class LogRetention:
+    group: str
+    retention_days: int | None  # None: events never expire
+
+
+@dataclass(frozen=True)
+class EcrImageScan:
+    image: str  # tag, or digest when untagged
+    pushed_at: float
+    status: str  # COMPLETE, FAILED, IN_PROGRESS, ...; NOT_SCANNED when there is no scan
+    severities: tuple[tuple[str, int], ...] = ()  # findingSeverityCounts
+
+    def high_or_worse(self) -> dict[str, int]:
+        return {s: n for s, n in self.severities if s in HIGH_SEVERITIES and n}
+
+
+@dataclass(frozen=True)
+class EcrRepository:
+    name: str
+    scan_on_push: bool
+    latest: EcrImageScan | None  # None: the repository holds no image
+
+
+@dataclass(frozen=True)
+class ContainerSecurity:
+    name: str
+    privileged: bool
+    secret_env: tuple[str, ...] = ()  # names only: their values are registered secrets
+
+
+@dataclass(frozen=True)
+class TaskDefinitionSecurity:
+    task_definition: str  # family:revision
+    containers: tuple[ContainerSecurity, ...]

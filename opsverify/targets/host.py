@@ -10,13 +10,16 @@ command carries two deadlines: the whole operation is killed locally, and the re
 runs under ``timeout`` so nothing is left running there.
 
 The client only inspects (``stat``, ``ss``, ``ps``, ``df``, ``/proc/meminfo``, the init
-system's status). Declared
+system's status; for the security checks ``sshd -T``, ``find -perm``, and what the host's
+sshd offers before anyone logs in). Declared
 ``command_checks`` run as written: they are the runbook's own read commands and must not
 change the host; opsverify cannot tell a read from a write in a shell command.
 """
 
 from __future__ import annotations
 
+import contextlib
+import getopt
 import math
 import re
 import shlex
@@ -39,10 +42,13 @@ from opsverify.errors import TargetUnavailable
 from opsverify.targets.base import DeclaredCheck, Section, TargetSpec
 from opsverify.targets.ssh import (
     BoundedSshBackend,
+    OfferUnreadable,
+    ServerOffer,
     SshSession,
     environment_snapshot,
     kill_group,
     last_line,
+    server_offer,
 )
 
 # Re-exported: what HostClient.fetch raises, for its callers.
@@ -179,6 +185,36 @@ class CommandCheck(DeclaredCheck):
         return _compiles(value)
 
 
+RootLogin = Literal["no", "forced-commands-only", "prohibit-password"]
+
+
+class HostSecurity(Section):
+    """``security:`` of a host target (dev-sec ssh-baseline and linux-baseline): every check
+    of ``checks/security/test_host.py`` applies; ``<check>: false`` opts the target out.
+
+    The sshd checked is the one listening on ``sshd_port`` (default: an ``ssh://`` URL's
+    port, else 22); ``permit_root_login`` relaxes what ``PermitRootLogin`` may allow;
+    ``no_world_writable`` names the trees that must hold no world-writable file.
+    """
+
+    ssh_root_login: bool = True  # PermitRootLogin no
+    ssh_password_auth: bool = True  # PasswordAuthentication no
+    ssh_ciphers: bool = True  # no CBC cipher offered
+    ssh_macs: bool = True  # no SHA-1 (or MD5) MAC offered
+    shadow: bool = True  # /etc/shadow not readable by others
+    permit_root_login: RootLogin = "no"
+    sshd_port: int | None = Field(default=None, ge=1, le=65535)
+    no_world_writable: list[str] = Field(default_factory=list)
+
+    @field_validator("no_world_writable")
+    @classmethod
+    def _absolute(cls, value: list[str]) -> list[str]:
+        for path in value:
+            if not path.startswith("/"):
+                raise ValueError(f"{path!r}: expected an absolute path")
+        return value
+
+
 class HostTarget(TargetSpec):
     type: Literal["host"]
     url: str  # "local", ssh://user@host[:port] or docker://[user@]container
@@ -196,6 +232,7 @@ class HostTarget(TargetSpec):
     filesystems: list[str] = Field(
         default_factory=list, description="paths whose file system's use is checked (df)")
     memory: bool = Field(default=False, description="check memory use (/proc/meminfo)")
+    security: HostSecurity = Field(default_factory=HostSecurity)
 
     @field_validator("url")
     @classmethod
@@ -259,6 +296,13 @@ class HostTarget(TargetSpec):
     @property
     def is_local(self) -> bool:
         return self.url == "local"
+
+    @property
+    def sshd_port(self) -> int:
+        """The port of the sshd the security checks judge."""
+        if self.security.sshd_port is not None:
+            return self.security.sshd_port
+        return (urlsplit(self.url).port or 22) if self.kind == "ssh" else 22
 
     @property
     def container(self) -> str:
@@ -350,6 +394,69 @@ class ServiceState:
     known: bool  # the init system (or, failing that, the process fallback) knows it
     judged_by: str  # "systemd", "sysv init script", "process match 'x' (why)"
     pids: tuple[int, ...] = ()
+
+
+# How permissive each PermitRootLogin value is (sshd -T says without-password for
+# prohibit-password).
+ROOT_LOGIN_ORDER = {"no": 0, "forced-commands-only": 1, "prohibit-password": 2,
+                    "without-password": 2, "yes": 3}
+# sshd's own options (OpenSSH 9): those that take an argument are followed by a colon.
+SSHD_OPTIONS = "C:E:b:c:f:g:h:k:o:p:u:46DGQRTdeiqrtV"
+# What sshd -T must be given of the daemon's own command line to read what it runs with.
+SSHD_CONFIG_OPTIONS = ("-f", "-o", "-h", "-c")
+DEFAULT_SSHD_CONFIG = "/etc/ssh/sshd_config"
+
+
+@dataclass(frozen=True)
+class SshdConfig:
+    """What the security checks know of the sshd on a host's ``port``.
+
+    With ``sshd -T`` (root on the host) ``settings`` holds its whole effective configuration;
+    otherwise ``offer`` is what the server showed in its handshake and ``auth_methods`` what
+    it accepts (``None`` when unknown) and ``why_partial`` says why that is all.
+    """
+
+    port: int
+    found: bool
+    source: str  # how it was read: "sshd -T -f /etc/ssh/sshd_config (pid 812)", "handshake…"
+    why_not_found: str = ""
+    settings: tuple[tuple[str, str], ...] = ()
+    offer: ServerOffer | None = None
+    auth_methods: tuple[str, ...] | None = None
+    why_partial: str = ""
+    needs_root: bool = False  # sshd -T would tell, run as root
+
+    def setting(self, key: str) -> str | None:
+        """One setting as ``sshd -T`` prints it (lower-case keyword, first value)."""
+        key = key.lower()
+        return next((v for k, v in self.settings if k == key), None)
+
+    @property
+    def ciphers(self) -> tuple[str, ...]:
+        if self.settings:
+            return tuple(n for n in (self.setting("ciphers") or "").split(",") if n)
+        return self.offer.ciphers if self.offer else ()
+
+    @property
+    def macs(self) -> tuple[str, ...]:
+        if self.settings:
+            return tuple(n for n in (self.setting("macs") or "").split(",") if n)
+        return self.offer.macs if self.offer else ()
+
+
+@dataclass(frozen=True)
+class WorldWritable:
+    """World-writable files (and world-writable directories without the sticky bit) under
+    one declared path, as ``find -xdev -perm -0002`` lists them."""
+
+    path: str
+    exists: bool
+    entries: tuple[str, ...] = ()
+    truncated: bool = False  # more than MAX_WORLD_WRITABLE were found
+    unreadable: tuple[str, ...] = ()  # directories find could not enter
+
+
+MAX_WORLD_WRITABLE = 100
 
 
 # -- testinfra backends with deadlines ----------------------------------------------------
@@ -614,6 +721,125 @@ class HostClient:
         raise self._unavailable(f"cannot tell whether service {name} runs: {why}; declare "
                                 "process: for it to be judged by process match")
 
+    def sshd_config(self) -> SshdConfig:
+        """The sshd on the target's ``sshd_port``: its effective configuration from
+        ``sshd -T``, given the daemon's own ``-f``/``-o`` options, where we are root on the
+        host; otherwise what its handshake offers."""
+        port = self.spec.sshd_port
+        with self._lock:
+            listener = self._listener(port)
+        if not listener.get("listening") and self.spec.kind != "ssh":
+            return SshdConfig(port, False, "", why_not_found=f"nothing listens on port {port}")
+        pid, comm = listener.get("pid", ""), listener.get("comm", "")
+        if pid and comm != "sshd":
+            return SshdConfig(port, False, "", why_not_found=f"port {port} is served by "
+                              f"{comm or 'an unknown process'} (pid {pid}), not sshd")
+        root = listener.get("uid") == "0"
+        why = ""
+        if root and pid:
+            config, command = self._sshd_test_command(listener)
+            with self._lock:
+                result = self.backend.run(command)
+            if result.rc == 0:
+                settings = tuple(
+                    (k.lower(), v.strip()) for k, _, v in
+                    (line.partition(" ") for line in result.stdout.splitlines()) if k)
+                return SshdConfig(port, True, f"sshd -T -f {config} (pid {pid})",
+                                  settings=settings)
+            why = f"sshd -T failed: {last_line(result.stderr) or f'exit {result.rc}'}"
+        elif not root:
+            why = "sshd -T needs root on the host"
+        else:
+            why = f"no listening process found for port {port}"
+        return self._handshake(port, why, needs_root=not root)
+
+    def _listener(self, port: int) -> dict[str, str]:
+        """Who listens on ``port``: ``ss -ltnp`` (pids only as root), or /proc/net/tcp."""
+        script = LISTENER_SCRIPT.format(port=int(port), hex=f"{int(port):04X}")
+        result = self.backend.run(script)
+        if result.rc != 0:
+            raise self._unavailable(f"cannot tell what listens on port {port}: "
+                                    f"{last_line(result.stderr) or f'exit {result.rc}'}")
+        found: dict[str, str] = {}
+        args: list[str] = []
+        for line in result.stdout.splitlines():
+            key, _, value = line.partition("=")
+            if key == "arg":
+                args.append(value)
+            elif key in ("uid", "pid", "comm", "exe"):
+                found[key] = value.strip()
+            elif key == "listening" and value.strip() == "yes":
+                found["listening"] = "yes"
+        found["args"] = "\0".join(args)
+        return found
+
+    def _sshd_test_command(self, listener: dict[str, str]) -> tuple[str, str]:
+        """``sshd -T`` with the configuration options the daemon was started with."""
+        argv = [a for a in listener.get("args", "").split("\0") if a]
+        if len(argv) == 1 and argv[0].startswith("sshd: "):
+            # OpenSSH retitles its listener: "sshd: /usr/sbin/sshd -D -f /x [listener] 0 of
+            # 10-100 startups", one string (a path with a space in it cannot be told apart).
+            argv = re.sub(r"\s+\[listener\].*$", "", argv[0].removeprefix("sshd: ")).split()
+        options: list[tuple[str, str]] = []
+        # An sshd with options we do not know: its main configuration, as sshd -T reads it.
+        with contextlib.suppress(getopt.GetoptError):
+            options, _ = getopt.getopt(argv[1:], SSHD_OPTIONS)
+        passed = [(flag, value) for flag, value in options if flag in SSHD_CONFIG_OPTIONS]
+        config = next((v for f, v in passed if f == "-f"), DEFAULT_SSHD_CONFIG)
+        exe = listener.get("exe") or (argv[0] if argv and argv[0].startswith("/") else "sshd")
+        words = [exe, "-T"] + ([] if any(f == "-f" for f, _ in passed) else
+                               ["-f", DEFAULT_SSHD_CONFIG])
+        for flag, value in passed:
+            words += [flag, value]
+        return config, "LC_ALL=C " + " ".join(shlex.quote(w) for w in words)
+
+    def _handshake(self, port: int, why: str, *, needs_root: bool) -> SshdConfig:
+        """What the server shows any client: its KEXINIT and, over ssh with its host key
+        verified, the authentication methods it accepts."""
+        if self.spec.kind == "docker":
+            return SshdConfig(port, False, "", why_not_found=(
+                f"an sshd listens on port {port} in the container, but {why} and a "
+                "docker:// target's container cannot be reached over the network"))
+        address = "127.0.0.1" if self.spec.is_local else (urlsplit(self.spec.url).hostname
+                                                          or "")
+        try:
+            offer = server_offer(address, port, self.timeout_s)
+        except (OSError, OfferUnreadable) as exc:
+            if self.spec.is_local and isinstance(exc, ConnectionRefusedError):
+                return SshdConfig(port, False, "", why_not_found=f"nothing listens on port "
+                                                                 f"{port}")
+            cause = "timed out" if isinstance(exc, TimeoutError) else (
+                exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc))
+            raise self._unavailable(f"cannot read the SSH handshake of port {port}: "
+                                    f"{cause}") from None
+        methods = None
+        if self._ssh is not None and port == (urlsplit(self.spec.url).port or 22):
+            methods = self._ssh.auth_methods(self.timeout_s)
+        return SshdConfig(port, True, f"the handshake with {address}:{port} ({offer.banner})",
+                          offer=offer, auth_methods=methods, why_partial=why,
+                          needs_root=needs_root)
+
+    def world_writable(self, path: str) -> WorldWritable:
+        """``find PATH -xdev -perm -0002``: world-writable files, and world-writable
+        directories without the sticky bit (anyone may replace what is in them); symbolic
+        links are always 0777 and are not counted."""
+        command = (f"test -e {shlex.quote(path)} || exit 99; LC_ALL=C find {shlex.quote(path)} "
+                   "-xdev \\( \\( -type f -perm -0002 \\) -o \\( -type d -perm -0002 ! "
+                   f"-perm -1000 \\) \\) -print | head -n {MAX_WORLD_WRITABLE + 1}")
+        with self._lock:
+            result = self.backend.run(command)
+        if result.rc == 99:
+            return WorldWritable(path, exists=False)
+        entries = tuple(line for line in result.stdout.splitlines() if line)
+        unreadable = tuple(
+            m.group(1) for m in re.finditer(r"find: [‘'`]?(.+?)[’']?: Permission denied",
+                                            result.stderr))
+        if result.rc != 0 and not entries and not unreadable:
+            raise self._unavailable(f"cannot list world-writable files under {path}: "
+                                    f"{last_line(result.stderr) or f'exit {result.rc}'}")
+        return WorldWritable(path, True, entries[:MAX_WORLD_WRITABLE],
+                             len(entries) > MAX_WORLD_WRITABLE, unreadable)
+
     def fetch(self, path: str, dest: Path, *, max_bytes: int, timeout_s: float) -> None:
         """Copy the host's file ``path`` to the local ``dest``: over ssh through the verified
         connection (``head -c``, killed locally at the deadline and by ``timeout`` on the
@@ -675,6 +901,29 @@ class _Probe:
                      _short(last_line(text), 160) or type(exc).__name__)
             raise self.client._unavailable(f"cannot read {self.what}: {cause}") from None
         return False
+
+
+# Who listens on a TCP port, in one round trip that any POSIX shell and busybox can run:
+# ss where it is installed (it names the process only to root), /proc/net/tcp otherwise.
+LISTENER_SCRIPT = """\
+echo "uid=$(id -u)"
+if command -v ss >/dev/null 2>&1; then
+  line=$(ss -Hltnp '( sport = :{port} )' 2>/dev/null | head -n 1)
+  [ -n "$line" ] && echo listening=yes
+  pid=$(printf '%s\\n' "$line" | sed -n 's/.*pid=\\([0-9][0-9]*\\).*/\\1/p')
+else
+  cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | awk '$4 == "0A" && $2 ~ /:{hex}$/ {{f=1}}
+    END {{if (f) print "listening=yes"}}'
+  pid=
+fi
+if [ -n "$pid" ]; then
+  echo "pid=$pid"
+  echo "comm=$(cat /proc/$pid/comm 2>/dev/null)"
+  echo "exe=$(readlink /proc/$pid/exe 2>/dev/null)"
+  tr '\\000' '\\n' < /proc/$pid/cmdline 2>/dev/null | sed 's/^/arg=/'
+fi
+true
+"""
 
 
 # -- parsers, strict: what we cannot read is an ERROR, never a guess --------------------------

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import http.cookiejar
 import json
 import re
 import socket
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -17,6 +19,7 @@ import requests
 from pydantic import Field, field_validator
 
 from opsverify.errors import TargetUnavailable, WriteRefused
+from opsverify.targets import tls
 from opsverify.targets.base import (
     Deadline,
     DeadlinePassed,
@@ -83,6 +86,64 @@ class LatencyProbe(Section):
     samples: int = Field(default=10, ge=1, le=1000)
 
 
+class RateLimit(Section):
+    """``{path: /api/search, burst: 10, expect_status: 429}``: at most ``burst`` sequential
+    GETs of ``path``, and ``expect_status`` must answer one of them (ERPFTS's "rate limiting
+    on"). Opt-in: a limit only the target's owner knows."""
+
+    path: str = Field(pattern=r"^/")
+    burst: int = Field(ge=2, le=100)  # bounded: a check must never become a load test
+    expect_status: int = Field(default=429, ge=400, le=599)
+
+
+class HttpSecurity(Section):
+    """A target's ``security:`` section. Every check applies by default (``<check>: false``
+    opts out of one, shown as a SKIP that says where); the lists say what only the
+    environment file can know."""
+
+    certificate_lifetime: bool = True
+    certificate_trusted: bool = True
+    certificate_hostname: bool = True
+    certificate_key: bool = True
+    certificate_signature: bool = True
+    tls_protocols: bool = True
+    hsts: bool = True
+    content_type_options: bool = True
+    content_security_policy: bool = True
+    frame_options: bool = True
+    referrer_policy: bool = True
+    session_cookies: bool = True
+    cors: bool = True
+    # The pages whose response headers and cookies are judged (GET each once).
+    pages: list[str] = Field(default_factory=lambda: ["/"])
+    # Paths an anonymous GET must be refused on: 401 or 403.
+    auth_required: list[str] = Field(default_factory=list)
+    # Origins allowed to read cross-origin; any other Origin must not be reflected.
+    cors_allowed_origins: list[str] = Field(default_factory=list)
+    # A plain-http address must redirect to https (on an https target: its http:// twin
+    # on port 80, when the target uses port 443).
+    require_https: bool = False
+    rate_limit: RateLimit | None = None
+
+    @field_validator("pages", "auth_required")
+    @classmethod
+    def _paths(cls, value: list[str]) -> list[str]:
+        bad = [p for p in value if not p.startswith("/")]
+        if bad:
+            raise ValueError(f"expected paths starting with /: {', '.join(bad)}")
+        return value
+
+    @field_validator("cors_allowed_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            parts = urlsplit(origin)
+            if origin != "*" and (parts.scheme not in ("http", "https") or not parts.hostname
+                                  or parts.path not in ("", "/") or parts.query):
+                raise ValueError(f"{origin!r} is not an origin (scheme://host[:port]) or *")
+        return [o.rstrip("/") for o in value]
+
+
 class HttpTarget(TargetSpec):
     type: Literal["http"]
     url: str
@@ -91,6 +152,7 @@ class HttpTarget(TargetSpec):
     latency: LatencyProbe | None = None
     redirects: list[RedirectProbe] = Field(default_factory=list)
     http_checks: list[HttpCheck] = Field(default_factory=list)
+    security: HttpSecurity = Field(default_factory=HttpSecurity)
 
     @field_validator("url")
     @classmethod
@@ -126,6 +188,8 @@ class HttpResponse:
     content_type: str
     # Lower-case header names; several values of one header are joined with ", ".
     headers: Mapping[str, str] = field(default_factory=dict)
+    # Each Set-Cookie header on its own (joined, their Expires dates would split them).
+    set_cookies: tuple[str, ...] = ()
 
     def json(self) -> Any:
         try:
@@ -184,18 +248,72 @@ class HttpClient:
         self.session = ReadOnlySession()
         self.session.headers["User-Agent"] = USER_AGENT
         self.session.verify = spec.verify_tls
+        self._lock = threading.Lock()
+        self._anonymous: requests.Session | None = None
 
     def url_for(self, path: str) -> str:
         """``path`` under the target's URL (``https://host/api`` + ``/health``)."""
         return urljoin(self.spec.url.rstrip("/") + "/", path.lstrip("/"))
 
-    def get(self, path: str) -> HttpResponse:
+    def get(self, path: str, *, headers: Mapping[str, str] | None = None) -> HttpResponse:
         """GET ``path`` without following redirects; an unreachable or slow target raises
         :class:`TargetUnavailable`."""
-        fetched = get_within(self.session, self.url_for(path), timeout_s=self.timeout_s,
-                             verify_tls=self.spec.verify_tls, unavailable=self._unavailable)
+        return self._get(self.session, self.url_for(path), path, headers)
+
+    def get_anonymous(self, path: str) -> HttpResponse:
+        """GET ``path`` as a stranger would: no credentials from the URL or ``~/.netrc``, and
+        no cookie this client was ever given."""
+        with self._lock:
+            if self._anonymous is None:
+                self._anonymous = _anonymous_session(self.session)
+        parts = urlsplit(self.url_for(path))
+        bare = parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1]).geturl()
+        return self._get(self._anonymous, bare, path, None, auth=_NoCredentials())
+
+    def plain_twin(self) -> str | None:
+        """The ``http://`` address of an https target on port 443 (port 80, same host and
+        path); None on any other port, where no twin can be derived."""
+        parts = urlsplit(self.spec.url)
+        if parts.scheme != "https":
+            return self.spec.url
+        if parts.port not in (None, 443):
+            return None
+        host = parts.hostname or ""
+        shown = f"[{host}]" if ":" in host else host
+        return parts._replace(scheme="http", netloc=shown).geturl()
+
+    def get_url(self, url: str, path: str) -> HttpResponse:
+        """GET an absolute ``url`` of this target (its http:// twin), shown as ``path``."""
+        return self._get(self.session, url, path, None)
+
+    @property
+    def is_https(self) -> bool:
+        return urlsplit(self.spec.url).scheme == "https"
+
+    def host_port(self) -> tuple[str, int]:
+        parts = urlsplit(self.spec.url)
+        return parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+
+    def tls_certificate(self) -> tls.Certificate:
+        """The certificate an https target presents, and whether it verifies."""
+        host, port = self.host_port()
+        return tls.read_certificate(host, port, verify_tls=self.spec.verify_tls,
+                                    timeout_s=self.timeout_s, unavailable=self._unavailable)
+
+    def tls_protocols(self) -> tls.ProtocolScan:
+        """Which of SSLv3 to TLS 1.3 an https target completes a handshake for."""
+        host, port = self.host_port()
+        return tls.scan_protocols(host, port, timeout_s=self.timeout_s,
+                                  unavailable=self._unavailable)
+
+    def _get(self, session: requests.Session, url: str, path: str,
+             headers: Mapping[str, str] | None, auth: Any = None) -> HttpResponse:
+        fetched = get_within(session, url, timeout_s=self.timeout_s,
+                             verify_tls=self.spec.verify_tls, unavailable=self._unavailable,
+                             headers=headers, auth=auth)
         return HttpResponse(path, fetched.status, fetched.elapsed_ms, fetched.body,
-                            fetched.headers.get("content-type", ""), fetched.headers)
+                            fetched.headers.get("content-type", ""), fetched.headers,
+                            fetched.set_cookies)
 
     def redirect_target(self, path: str, location: str | None) -> str | None:
         """Where a ``Location`` answered for ``path`` points, shown as a path when it stays
@@ -222,9 +340,28 @@ class HttpClient:
 
     def close(self) -> None:
         self.session.close()
+        if self._anonymous is not None:
+            self._anonymous.close()
 
     def _unavailable(self, cause: str) -> TargetUnavailable:
         return TargetUnavailable(self.name, self.spec.address(), cause)
+
+
+class _NoCredentials(requests.auth.AuthBase):
+    """An explicit "no authentication": requests then takes none from the URL or netrc."""
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers.pop("Authorization", None)
+        return request
+
+
+def _anonymous_session(like: requests.Session) -> requests.Session:
+    """A read-only session that keeps no cookie (its jar refuses every one)."""
+    session = ReadOnlySession()
+    session.headers["User-Agent"] = USER_AGENT
+    session.verify = like.verify
+    session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+    return session
 
 
 @dataclass(frozen=True)
@@ -233,11 +370,13 @@ class Fetched:
     body: bytes
     elapsed_ms: float
     headers: dict[str, str]  # lower-case names
+    set_cookies: tuple[str, ...] = ()
 
 
 def get_within(session: requests.Session, url: str, *, timeout_s: float,
                verify_tls: bool | str, unavailable: Callable[[str], TargetUnavailable],
-               params: Mapping[str, str] | None = None) -> Fetched:
+               params: Mapping[str, str] | None = None,
+               headers: Mapping[str, str] | None = None, auth: Any = None) -> Fetched:
     """GET ``url`` without following redirects, whole answer within ``timeout_s`` (connect,
     headers, body); what keeps it from being evaluated raises ``unavailable(cause)`` with a
     one-line cause that never holds the URL (it may carry credentials)."""
@@ -246,7 +385,8 @@ def get_within(session: requests.Session, url: str, *, timeout_s: float,
 
     def fetch() -> Fetched:
         started = time.perf_counter()
-        with session.get(url, params=params, timeout=(timeout_s, timeout_s), stream=True,
+        with session.get(url, params=params, headers=headers, auth=auth,
+                         timeout=(timeout_s, timeout_s), stream=True,
                          allow_redirects=False) as response:
             responses.append(response)
             body = bytearray()
@@ -256,7 +396,8 @@ def get_within(session: requests.Session, url: str, *, timeout_s: float,
                     raise unavailable(f"body not complete after {timeout_s:g} s")
             elapsed = (time.perf_counter() - started) * 1000
             return Fetched(response.status_code, bytes(body), elapsed,
-                           {k.lower(): v for k, v in response.headers.items()})
+                           {k.lower(): v for k, v in response.headers.items()},
+                           tuple(response.raw.headers.getlist("set-cookie")))
 
     try:
         # The socket timeouts bound each read; a server dripping its headers or body a byte

@@ -1,5 +1,6 @@
 """S3 targets: the ``s3`` section (AWS S3 or an S3-compatible store such as MinIO) and a
-client that can only ask whether a bucket answers and list it.
+client that can only ask whether a bucket answers, list it, and read its access settings
+(public access block, policy, ACL, default encryption) for checks/security/test_s3.py.
 
 Credentials, deadlines, the read-only guard and error translation are shared with the
 ``aws`` type (:mod:`opsverify.targets.aws`).
@@ -7,17 +8,46 @@ Credentials, deadlines, the read-only guard and error translation are shared wit
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
 from opsverify.targets.aws import AwsApi, AwsTargetSpec
+from opsverify.targets.base import Deadline, Section
 
 # Answers about the bucket itself, which are findings (FAIL), not "could not evaluate".
 HEAD_FINDINGS = ("403", "404", "301", "400", "NoSuchBucket", "Forbidden", "PermanentRedirect")
 LIST_FINDINGS = ("NoSuchBucket", "AccessDenied", "PermanentRedirect",
                  "AuthorizationHeaderMalformed", "AllAccessDisabled")
+
+
+# What an S3-compatible store that lacks an API answers (MinIO has no public access block).
+UNSUPPORTED = ("NotImplemented", "XNotImplemented")
+PUBLIC_ACCESS_FLAGS = ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy",
+                       "RestrictPublicBuckets")
+PUBLIC_GROUPS = {"http://acs.amazonaws.com/groups/global/AllUsers": "AllUsers",
+                 "http://acs.amazonaws.com/groups/global/AuthenticatedUsers":
+                     "AuthenticatedUsers"}
+# Condition keys that confine an Allow to known callers (an account, a network, an
+# organisation): a statement with one is not public (Prowler's is_condition_block_restrictive).
+RESTRICTING_KEYS = frozenset(k.lower() for k in (
+    "aws:SourceArn", "aws:SourceAccount", "aws:SourceOwner", "aws:SourceIp", "aws:SourceVpc",
+    "aws:SourceVpce", "aws:PrincipalAccount", "aws:PrincipalArn", "aws:PrincipalOrgID",
+    "aws:PrincipalOrgPaths", "aws:userid", "aws:username", "s3:DataAccessPointAccount",
+    "s3:DataAccessPointArn"))
+
+
+class S3Security(Section):
+    """``security:`` of an s3 target: every check of checks/security/test_s3.py is on unless
+    switched off here by its name (a static website bucket: ``{public_access_block: false,
+    no_public_grants: false}``)."""
+
+    public_access_block: bool = True  # all four flags, on the bucket or the account
+    no_public_grants: bool = True  # no policy or ACL grant to * / AllUsers
+    default_encryption: bool = True
+    tls_only: bool = True  # a policy denying aws:SecureTransport false (WARN when missing)
 
 
 class S3Target(AwsTargetSpec):
@@ -28,6 +58,7 @@ class S3Target(AwsTargetSpec):
     expect_prefixes: list[str] = Field(default_factory=list)
     # Keys the listing check reads (one page; S3 returns at most 1000).
     list_sample: int = Field(default=1000, ge=1, le=1000)
+    security: S3Security = Field(default_factory=S3Security)
 
     def address(self) -> str:
         host = self.endpoint_address() or f"s3.{self.region}.amazonaws.com"
@@ -88,5 +119,168 @@ class S3Client:
         return Listing(prefix, count=int(reply.data.get("KeyCount", len(keys))),
                        truncated=bool(reply.data.get("IsTruncated")), sample=tuple(keys[:3]))
 
+    # -- security reads: settings only, never an object -----------------------------------
+    def public_access_block(self) -> PublicAccessBlock:
+        """The bucket's public access block and, when it does not set all four flags, the
+        account's (S3 Control), which applies to every bucket."""
+        deadline = Deadline.start(self.timeout_s)
+        reply = self.api.read("s3", "get_public_access_block", Bucket=self.spec.bucket,
+                              deadline=deadline, what="the bucket's public access block",
+                              grant="s3:GetBucketPublicAccessBlock",
+                              handled=("NoSuchPublicAccessBlockConfiguration", *UNSUPPORTED))
+        if reply.error in UNSUPPORTED:
+            return PublicAccessBlock(None, None, unsupported="GetPublicAccessBlock")
+        bucket = None if reply.error else _flags(reply.data)
+        if bucket is not None and len(bucket) == len(PUBLIC_ACCESS_FLAGS):
+            return PublicAccessBlock(bucket, None)
+        if self.spec.endpoint_url is not None:
+            # S3 Control puts the account id in front of the endpoint's host name
+            # (123456789012.127.0.0.1): behind an endpoint override only the bucket counts.
+            return PublicAccessBlock(bucket, None, account_read=False)
+        account_id = str(self.api.call("sts", "get_caller_identity",
+                                       deadline=deadline).data.get("Account", ""))
+        reply = self.api.read("s3control", "get_public_access_block", AccountId=account_id,
+                              deadline=deadline, what="the account's public access block",
+                              grant="s3:GetAccountPublicAccessBlock",
+                              handled=("NoSuchPublicAccessBlockConfiguration", *UNSUPPORTED))
+        return PublicAccessBlock(bucket, None if reply.error else _flags(reply.data))
+
+    def bucket_policy(self) -> BucketPolicy:
+        """The bucket policy document ("" when the bucket has none)."""
+        reply = self.api.read("s3", "get_bucket_policy", Bucket=self.spec.bucket,
+                              what="the bucket policy", grant="s3:GetBucketPolicy",
+                              handled=("NoSuchBucketPolicy", *UNSUPPORTED))
+        if reply.error in UNSUPPORTED:
+            return BucketPolicy("", unsupported="GetBucketPolicy")
+        return BucketPolicy("" if reply.error else str(reply.data.get("Policy", "")))
+
+    def bucket_acl(self) -> BucketAcl:
+        """The bucket ACL's grants: ``(grantee, permission)``, groups by their short name."""
+        reply = self.api.read("s3", "get_bucket_acl", Bucket=self.spec.bucket,
+                              what="the bucket ACL", grant="s3:GetBucketAcl",
+                              handled=UNSUPPORTED)
+        if reply.error:
+            return BucketAcl((), unsupported="GetBucketAcl")
+        grants = []
+        for grant in reply.data.get("Grants", []):
+            grantee = grant.get("Grantee", {})
+            who = grantee.get("URI") or grantee.get("ID") or grantee.get("EmailAddress") or "?"
+            grants.append((PUBLIC_GROUPS.get(str(who), str(who)), str(grant.get("Permission"))))
+        return BucketAcl(tuple(grants))
+
+    def bucket_encryption(self) -> BucketEncryption:
+        """The default encryption algorithms of the bucket (``()`` when none is set)."""
+        reply = self.api.read("s3", "get_bucket_encryption", Bucket=self.spec.bucket,
+                              what="the bucket's default encryption",
+                              grant="s3:GetEncryptionConfiguration",
+                              handled=("ServerSideEncryptionConfigurationNotFoundError",
+                                       *UNSUPPORTED))
+        if reply.error in UNSUPPORTED:
+            return BucketEncryption((), unsupported="GetBucketEncryption")
+        rules = reply.data.get("ServerSideEncryptionConfiguration", {}).get("Rules", [])
+        return BucketEncryption(tuple(
+            str(r.get("ApplyServerSideEncryptionByDefault", {}).get("SSEAlgorithm", ""))
+            for r in rules if r.get("ApplyServerSideEncryptionByDefault")))
+
     def close(self) -> None:
         self.api.close()
+
+
+def _flags(data: dict[str, Any]) -> tuple[str, ...]:
+    config = data.get("PublicAccessBlockConfiguration", {})
+    return tuple(flag for flag in PUBLIC_ACCESS_FLAGS if config.get(flag) is True)
+
+
+@dataclass(frozen=True)
+class PublicAccessBlock:
+    """Flags set on the bucket and on the account; ``None``: that level has no
+    configuration (or was not read: the bucket's sets all four)."""
+
+    bucket: tuple[str, ...] | None
+    account: tuple[str, ...] | None
+    unsupported: str = ""  # the API an S3-compatible store does not implement
+    account_read: bool = True  # False: behind an endpoint override S3 Control is not read
+
+    def missing(self) -> tuple[str, ...]:
+        on = set(self.bucket or ()) | set(self.account or ())
+        return tuple(flag for flag in PUBLIC_ACCESS_FLAGS if flag not in on)
+
+
+@dataclass(frozen=True)
+class BucketPolicy:
+    document: str  # the policy JSON; "" when the bucket has none
+    unsupported: str = ""
+
+    def statements(self) -> list[dict[str, Any]]:
+        if not self.document:
+            return []
+        parsed = json.loads(self.document)
+        found = parsed.get("Statement", []) if isinstance(parsed, dict) else []
+        return [found] if isinstance(found, dict) else [s for s in found if isinstance(s, dict)]
+
+    def public_statements(self) -> list[str]:
+        """Allow statements for anyone (``*``) that no restricting condition confines."""
+        return [_describe(s) for s in self.statements()
+                if s.get("Effect") == "Allow" and _anyone(s.get("Principal"))
+                and not _restricted(s.get("Condition", {}))]
+
+    def denies_insecure_transport(self) -> list[str]:
+        """Deny statements for everyone on every S3 action when aws:SecureTransport is
+        false: the bucket refuses plain HTTP."""
+        return [_describe(s) for s in self.statements()
+                if s.get("Effect") == "Deny" and _anyone(s.get("Principal"))
+                and {"s3:*", "*"} & set(_listed(s.get("Action")))
+                and _insecure_transport(s.get("Condition", {}))]
+
+
+@dataclass(frozen=True)
+class BucketAcl:
+    grants: tuple[tuple[str, str], ...]  # (grantee, permission)
+    unsupported: str = ""
+
+    def public_grants(self) -> list[str]:
+        return [f"{who}: {permission}" for who, permission in self.grants
+                if who in PUBLIC_GROUPS.values()]
+
+
+@dataclass(frozen=True)
+class BucketEncryption:
+    algorithms: tuple[str, ...]  # AES256, aws:kms, aws:kms:dsse; () when not set
+    unsupported: str = ""
+
+
+def _listed(value: Any) -> list[str]:
+    return [str(v) for v in value] if isinstance(value, list) else [] if value is None else [
+        str(value)]
+
+
+def _anyone(principal: Any) -> bool:
+    if principal == "*":
+        return True
+    return isinstance(principal, dict) and "*" in _listed(principal.get("AWS"))
+
+
+def _restricted(condition: Any) -> bool:
+    if not isinstance(condition, dict):
+        return False
+    return any(isinstance(keys, dict) and any(k.lower() in RESTRICTING_KEYS for k in keys)
+               for keys in condition.values())
+
+
+def _insecure_transport(condition: Any) -> bool:
+    if not isinstance(condition, dict):
+        return False
+    for operator in ("Bool", "BoolIfExists"):
+        keys = condition.get(operator, {})
+        if isinstance(keys, dict):
+            for key, value in keys.items():
+                if key.lower() == "aws:securetransport" and "false" in [
+                        v.lower() for v in _listed(value)]:
+                    return True
+    return False
+
+
+def _describe(statement: dict[str, Any]) -> str:
+    sid = statement.get("Sid")
+    actions = ", ".join(_listed(statement.get("Action"))) or "?"
+    return f"{sid + ': ' if sid else ''}{statement.get('Effect')} {actions} to *"

@@ -4,6 +4,11 @@ Only :class:`~opsverify.targets.host.HostClient` builds these; nothing else reac
 testinfra's SSH backend (its ``_build_ssh_command`` is private and used here alone).
 Host keys are verified (``StrictHostKeyChecking yes`` against ``known_hosts``; an unknown or
 changed key is an ERROR, never accepted); ssh's own failures become one readable line.
+
+For the security checks, what any client can see of a server without logging in: the
+algorithms its key exchange offers (:func:`server_offer`, the first packet it sends) and the
+authentication methods it accepts (:meth:`SshSession.auth_methods`, an authentication with
+the ``none`` method, which fails and names the others).
 """
 
 from __future__ import annotations
@@ -15,9 +20,12 @@ import re
 import shlex
 import shutil
 import signal
+import socket
+import struct
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -26,6 +34,9 @@ from testinfra.backend.ssh import SshBackend
 
 from opsverify.errors import OpsverifyError, TargetUnavailable
 
+SSH_MSG_KEXINIT = 20
+MAX_PREAMBLE = 8192  # RFC 4253 §4.2: lines before the banner, each at most 255 bytes
+MAX_PACKET = 35000  # RFC 4253 §6.1
 CONTROL_PERSIST_S = 30  # an ssh master we lost track of (the run was killed) ends by itself
 
 FetchFailure = Literal["ssh", "timeout", "failed"]
@@ -171,6 +182,31 @@ class SshSession:
         if dest.stat().st_size > max_bytes:
             raise FetchTooLarge(path, max_bytes)
 
+    def auth_methods(self, timeout_s: float) -> tuple[str, ...] | None:
+        """The authentication methods the server offers, as a login with the ``none`` method
+        learns them (it fails, and the server names the methods that can continue), on a
+        connection of its own, with the host key verified; ``None`` when ssh says nothing
+        about them. Nothing is authenticated: no key or password is offered."""
+        cmd, cmd_args = self.backend._build_ssh_command("true")
+        line = self.backend.quote(" ".join(cmd[:-1]), *cmd_args[:-2])
+        parts = [*shlex.split(line), "-o", "ControlPath=none", "-o", "ControlMaster=no",
+                 "-o", "PreferredAuthentications=none", cmd_args[-2], "true"]
+        try:
+            proc = subprocess.run(parts, stdin=subprocess.DEVNULL, capture_output=True,
+                                  text=True, timeout=self.connect_timeout_s + timeout_s,
+                                  env=self.env, check=False)
+        except subprocess.TimeoutExpired:
+            raise self._unavailable("no answer to an authentication with the none method "
+                                    f"within {self.connect_timeout_s + timeout_s:g} s") from None
+        if proc.returncode == 0:
+            return ("none",)  # the server let us in without authenticating at all
+        match = re.search(r"Permission denied \(([^)]*)\)", proc.stderr)
+        if match:
+            return tuple(m for m in match.group(1).split(",") if m)
+        if _ssh_failed(proc.stderr):
+            raise self._unavailable(ssh_cause(proc.stderr, self.backend))
+        return None
+
     def close(self) -> None:
         if self.master is not None:
             kill_group(self.master, signal.SIGTERM)
@@ -212,6 +248,92 @@ class SshSession:
         path = self.control_dir / "ssh_config"
         path.write_text("\n".join(lines) + "\n")
         return path
+
+
+# -- what a server offers before anyone logs in ---------------------------------------------
+@dataclass(frozen=True)
+class ServerOffer:
+    """A server's banner and the algorithms of its first key-exchange packet (KEXINIT)."""
+
+    banner: str
+    kex: tuple[str, ...]
+    host_keys: tuple[str, ...]
+    ciphers: tuple[str, ...]  # client-to-server, then any only offered server-to-client
+    macs: tuple[str, ...]
+
+
+class OfferUnreadable(OpsverifyError):
+    """The server did not send an SSH banner and KEXINIT packet that could be read."""
+
+
+def server_offer(host: str, port: int, timeout_s: float) -> ServerOffer:
+    """Connect, exchange banners and read the server's KEXINIT, then hang up: what
+    ssh-audit reads, without a key exchange or any authentication. The whole exchange is
+    bounded by ``timeout_s``. Raises ``OSError`` (refused, timed out) or
+    :class:`OfferUnreadable`."""
+    deadline = time.monotonic() + timeout_s
+    with socket.create_connection((host, port), timeout=timeout_s) as sock:
+        sock.sendall(b"SSH-2.0-opsverify_security_check\r\n")
+        buffer = b""
+
+        def need(size: int) -> bytes:
+            nonlocal buffer
+            while len(buffer) < size:
+                remaining = deadline - time.monotonic()
+                late = TimeoutError(f"no KEXINIT within {timeout_s:g} s")
+                if remaining <= 0:
+                    raise late
+                sock.settimeout(remaining)
+                try:
+                    chunk = sock.recv(65536)
+                except TimeoutError:
+                    raise late from None
+                if not chunk:
+                    raise OfferUnreadable("the server closed the connection before its "
+                                          "key exchange")
+                buffer += chunk
+            taken, buffer = buffer[:size], buffer[size:]
+            return taken
+
+        banner = ""
+        while not banner:
+            line = b""
+            while not line.endswith(b"\n"):
+                line += need(1)
+                if len(line) > MAX_PREAMBLE:
+                    raise OfferUnreadable("no SSH banner (the port does not speak SSH)")
+            if line.startswith(b"SSH-"):
+                banner = line.decode("ascii", "replace").strip()
+        if not banner.startswith(("SSH-2.0-", "SSH-1.99-")):
+            raise OfferUnreadable(f"not an SSH 2 server: {banner[:60]!r}")
+        length, padding = struct.unpack(">IB", need(5))
+        if not 12 <= length <= MAX_PACKET or padding >= length:
+            raise OfferUnreadable(f"a first packet of {length} bytes is not a KEXINIT")
+        payload = need(length - 1)[: length - 1 - padding]
+    return _parse_kexinit(banner, payload)
+
+
+def _parse_kexinit(banner: str, payload: bytes) -> ServerOffer:
+    """RFC 4253 §7.1: the message number, a 16-byte cookie, then ten name-lists."""
+    if not payload or payload[0] != SSH_MSG_KEXINIT:
+        raise OfferUnreadable(f"the first packet is message {payload[:1].hex()}, not KEXINIT")
+    offset = 17
+    lists: list[tuple[str, ...]] = []
+    for _ in range(6):  # kex, host keys, ciphers c2s/s2c, MACs c2s/s2c
+        if offset + 4 > len(payload):
+            raise OfferUnreadable("a KEXINIT cut short")
+        (size,) = struct.unpack_from(">I", payload, offset)
+        text = payload[offset + 4: offset + 4 + size]
+        if len(text) != size:
+            raise OfferUnreadable("a KEXINIT cut short")
+        lists.append(tuple(n for n in text.decode("ascii", "replace").split(",") if n))
+        offset += 4 + size
+    kex, host_keys, c2s, s2c, mac_c2s, mac_s2c = lists
+    return ServerOffer(banner, kex, host_keys, _union(c2s, s2c), _union(mac_c2s, mac_s2c))
+
+
+def _union(first: tuple[str, ...], second: tuple[str, ...]) -> tuple[str, ...]:
+    return first + tuple(n for n in second if n not in first)
 
 
 # -- ssh's messages, in one line ---------------------------------------------------------
