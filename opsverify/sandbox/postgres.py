@@ -1,7 +1,15 @@
-"""A throw-away PostgreSQL cluster seeded like the Time Series Forecasting runbook's."""
+"""A throw-away PostgreSQL cluster seeded like the Time Series Forecasting runbook's.
+
+Secure by default, as checks/security/test_postgres.py expects: TLS on (a certificate from
+a CA made for the run), SCRAM passwords, connections logged, and a pg_hba.conf that admits
+the superuser over the unix socket by peer (mapped from the OS users that run the sandbox)
+and everyone else over TLS with a SCRAM password: no trust line.
+"""
 
 from __future__ import annotations
 
+import os
+import pwd
 import shlex
 import shutil
 import signal
@@ -23,11 +31,13 @@ from opsverify.sandbox.process import (
     wait_until,
 )
 from opsverify.sandbox.spec import PostgresComponent
+from opsverify.sandbox.tls import TlsFiles, make_tls
 
 APP_ROLE = "ts_app"
 MONITOR_ROLE = "opsverify"
 REPLICATION_ROLE = "replicator"  # what the sandbox replica streams as (postgres_replica.py)
 WAL_ARCHIVE = "wal-archive"  # archive_command copies WAL here (checked by checks/backup)
+PRIMARY_TLS = "pg-tls"  # the server's certificate and its CA (postgres_replica verifies it)
 
 
 def bindir() -> Path | None:
@@ -58,6 +68,8 @@ class PostgresServer:
         "stuck-run": "a run has been 'running' for 30 hours",
         "wal-archive-off": "PostgreSQL runs with archive_mode=off (switched off for a "
                            "maintenance window and never back on): no WAL reaches the archive",
+        "pg-trust-auth": f"pg_hba.conf gains a line that trusts {APP_ROLE} from 127.0.0.1 "
+                         "(added 'for a minute' while debugging), and is reloaded",
     }
 
     def __init__(self, spec: PostgresComponent, ctx: SandboxContext) -> None:
@@ -70,6 +82,7 @@ class PostgresServer:
         self.archive = ctx.workdir / WAL_ARCHIVE
         self.archive_mode = "off" if "wal-archive-off" in ctx.faults else "on"
         self.log = ctx.workdir / "postgres.log"
+        self.tls = TlsFiles.under(ctx.workdir / PRIMARY_TLS)  # written by prepare()
         self.process: subprocess.Popen[bytes] | None = None
         self.user = unprivileged_user()
         self._idle: list[psycopg.Connection[tuple[object, ...]]] = []
@@ -81,7 +94,13 @@ class PostgresServer:
         )
 
     def variables(self) -> dict[str, str]:
-        return {"SANDBOX_POSTGRES_DSN": self.dsn, "SANDBOX_POSTGRES_PORT": str(self.port)}
+        return {"SANDBOX_POSTGRES_DSN": self.dsn, "SANDBOX_POSTGRES_PORT": str(self.port),
+                "SANDBOX_POSTGRES_MAINTENANCE_DSN": self.maintenance_dsn}
+
+    @property
+    def maintenance_dsn(self) -> str:
+        """The monitoring role in the ``postgres`` database, for cluster-wide reads."""
+        return f"postgresql://{MONITOR_ROLE}:{self.password}@127.0.0.1:{self.port}/postgres"
 
     @property
     def app_dsn(self) -> str:
@@ -99,7 +118,7 @@ class PostgresServer:
                 shutil.chown(path, self.user)
         initdb = subprocess.run(
             [str(binaries / "initdb"), "-D", str(self.datadir), "-U", "postgres",
-             "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--no-sync",
+             "--auth-local=peer", "--auth-host=scram-sha-256", "-E", "UTF8", "--no-sync",
              "--locale=C"],
             capture_output=True, text=True, user=self.user, timeout=60, check=False,
         )
@@ -109,6 +128,8 @@ class PostgresServer:
                                f"{why[-1] if why else f'exit code {initdb.returncode}'}"
                                + (f" (it runs as {self.user}: can it enter every parent "
                                   "directory?)" if self.user else ""))
+        write_hba(self.datadir, self.user)
+        server_tls(self.tls.ca.parent, self.user)
 
     def launch(self) -> None:
         """Start the server; must run in the main thread (see process.spawn)."""
@@ -120,6 +141,8 @@ class PostgresServer:
              "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
              "-c", "log_statement=all", "-c", "log_line_prefix=%m [%p] %u@%d %a: ",
              "-c", "max_connections=50", "-c", "shared_buffers=32MB",
+             *SECURE_SETTINGS, "-c", f"ssl_cert_file={self.tls.cert}",
+             "-c", f"ssl_key_file={self.tls.key}",
              # WAL archiving, as a PITR setup has it (checks/backup/test_postgres.py).
              "-c", f"archive_mode={self.archive_mode}", "-c", "archive_command=test ! -f "
              f"{shlex.quote(str(self.archive))}/%f && cp %p {shlex.quote(str(self.archive))}/%f"],
@@ -169,6 +192,16 @@ class PostgresServer:
             conn.execute("RESET log_statement")
             conn.execute(sql.SQL("GRANT pg_monitor, pg_signal_backend TO {}").format(
                 sql.Identifier(MONITOR_ROLE)))
+            # The least grant that lets the monitoring role read pg_hba.conf (PostgreSQL 15
+            # keeps it from all but superusers). A function's grants live in each database's
+            # catalog, and pg_dump carries a changed grant on a pg_catalog function: given in
+            # the application's database, it would travel with every dump and fail a
+            # restore by anyone but a superuser. So it is given here, in the maintenance
+            # database, which the cluster-wide checks read (SANDBOX_POSTGRES_MAINTENANCE_DSN).
+            # pg_authid's password hashes stay out of the role's reach.
+            conn.execute(sql.SQL("GRANT EXECUTE ON FUNCTION pg_catalog.pg_hba_file_rules() "
+                                 "TO {}").format(sql.Identifier(MONITOR_ROLE)))
+
             conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
                 sql.Identifier(self.spec.database), sql.Identifier(APP_ROLE)))
         with self._admin(self.spec.database) as conn:
@@ -182,6 +215,8 @@ class PostgresServer:
 
     # -- faults -----------------------------------------------------------------------
     def inject(self, faults: frozenset[str]) -> None:
+        if "pg-trust-auth" in faults:
+            self.trust_app_role()
         if "stuck-run" in faults:
             self.add_stuck_run()
         if "idle-connections" in faults:
@@ -197,11 +232,57 @@ class PostgresServer:
             conn.execute("SELECT 1")
             self._idle.append(conn)
 
+    def trust_app_role(self) -> None:
+        """Put a trust line first in pg_hba.conf and reload: the application role logs in
+        from 127.0.0.1 without a password."""
+        hba = self.datadir / "pg_hba.conf"
+        hba.write_text(f"host    all  {APP_ROLE}  127.0.0.1/32  trust  # debugging, remove\n"
+                       + hba.read_text())
+        with self._admin() as conn:
+            conn.execute("SELECT pg_reload_conf()")
+
     def add_stuck_run(self) -> None:
         with self._admin(self.spec.database) as conn:
             conn.execute(
                 "INSERT INTO runs (name, status, start_time) "
                 "VALUES ('nightly-retrain', 'running', now() - interval '30 hours')")
+
+
+# Server settings a hardened PostgreSQL has (checks/security/test_postgres.py).
+SECURE_SETTINGS = ("-c", "ssl=on", "-c", "ssl_min_protocol_version=TLSv1.2",
+                   "-c", "password_encryption=scram-sha-256", "-c", "log_connections=on")
+IDENT_MAP = "sandbox"
+
+
+def write_hba(datadir: Path, server_user: str | None) -> None:
+    """pg_hba.conf and pg_ident.conf: the superuser by peer over the socket, from the OS
+    user that runs the sandbox (and the server's own); everyone else over TLS, with SCRAM.
+    A replica cloned with pg_basebackup gets the same files."""
+    (datadir / "pg_hba.conf").write_text(
+        "# TYPE   DATABASE     USER      ADDRESS        METHOD\n"
+        f"local     all          postgres                 peer map={IDENT_MAP}\n"
+        f"local     replication  postgres                 peer map={IDENT_MAP}\n"
+        "hostssl   all          all       127.0.0.1/32   scram-sha-256\n"
+        "hostssl   all          all       ::1/128        scram-sha-256\n"
+        "hostssl   replication  all       127.0.0.1/32   scram-sha-256\n"
+        "hostssl   replication  all       ::1/128        scram-sha-256\n")
+    me = pwd.getpwuid(os.geteuid()).pw_name  # who the server sees over the socket
+    os_users = dict.fromkeys(u for u in (me, server_user) if u)
+    (datadir / "pg_ident.conf").write_text(
+        "".join(f"{IDENT_MAP}  {user}  postgres\n" for user in os_users))
+    if server_user:
+        for name in ("pg_hba.conf", "pg_ident.conf"):
+            shutil.chown(datadir / name, server_user)
+
+
+def server_tls(directory: Path, server_user: str | None) -> TlsFiles:
+    """A server certificate for 127.0.0.1 from a CA made for the run, its key readable by
+    the server's user only (PostgreSQL refuses a key others can read)."""
+    files = make_tls(directory)
+    if server_user:
+        for path in (directory, files.cert, files.key):
+            shutil.chown(path, server_user)
+    return files
 
 
 SCHEMA = """

@@ -19,7 +19,14 @@ import psycopg
 from psycopg import sql
 
 from opsverify.sandbox.base import SandboxContext
-from opsverify.sandbox.postgres import MONITOR_ROLE, REPLICATION_ROLE, bindir
+from opsverify.sandbox.postgres import (
+    MONITOR_ROLE,
+    PRIMARY_TLS,
+    REPLICATION_ROLE,
+    SECURE_SETTINGS,
+    bindir,
+    server_tls,
+)
 from opsverify.sandbox.process import (
     free_port,
     port_open,
@@ -29,6 +36,7 @@ from opsverify.sandbox.process import (
     wait_until,
 )
 from opsverify.sandbox.spec import PostgresReplicaComponent
+from opsverify.sandbox.tls import TlsFiles
 
 CLUSTER_NAME = "sandbox-replica"  # the application_name the primary sees it by
 CLONE_ATTEMPTS = 600  # every 50 ms: the primary has 30 s to come up and be seeded
@@ -54,6 +62,7 @@ class PostgresReplicaServer:
         self.passfile = ctx.workdir / "replica.pgpass"
         self.log = ctx.workdir / "postgres-replica.log"
         self.clone_log = ctx.workdir / "pg_basebackup.log"
+        self.tls = TlsFiles.under(ctx.workdir / "pg-replica-tls")  # written by prepare()
         self.user = unprivileged_user()
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -70,6 +79,9 @@ class PostgresReplicaServer:
         if binaries is None or not (binaries / "pg_basebackup").exists():
             raise FileNotFoundError(f"PostgreSQL server binaries not found ({self.install_hint})")
         self.sockdir.mkdir()
+        # Hardened like its primary (its pg_hba.conf is the primary's, cloned); settings on
+        # the primary's command line are not cloned, so they are given again here.
+        server_tls(self.tls.ca.parent, self.user)
         # The replication password goes in a passfile, not argv, where `ps` would show it.
         escaped = self.ctx.password.replace("\\", "\\\\").replace(":", "\\:")
         self.passfile.write_text(
@@ -84,8 +96,11 @@ class PostgresReplicaServer:
             return  # nothing to clone from: the replica stays down with its primary
         binaries = bindir()
         assert binaries is not None
+        # Over TLS, the primary's certificate verified against its CA (the primary wrote it
+        # in prepare); -R keeps this as the WAL receiver's primary_conninfo.
         conninfo = (f"host=127.0.0.1 port={self.primary_port} user={REPLICATION_ROLE} "
-                    f"passfile={self.passfile}")
+                    f"passfile={self.passfile} sslmode=verify-full "
+                    f"sslrootcert={TlsFiles.under(self.ctx.workdir / PRIMARY_TLS).ca}")
         clone = " ".join(shlex.quote(a) for a in (
             str(binaries / "pg_basebackup"), "-d", conninfo, "-D", str(self.datadir),
             "-R", "-X", "stream", "--checkpoint=fast", "--no-sync", "--no-manifest"))
@@ -93,9 +108,14 @@ class PostgresReplicaServer:
             str(binaries / "postgres"), "-D", str(self.datadir), "-p", str(self.port),
             "-k", str(self.sockdir), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
             "-c", f"cluster_name={CLUSTER_NAME}", "-c", "log_line_prefix=%m [%p] %u@%d %a: ",
-            "-c", "max_connections=50", "-c", "shared_buffers=32MB"))
+            "-c", "max_connections=50", "-c", "shared_buffers=32MB", *SECURE_SETTINGS,
+            "-c", f"ssl_cert_file={self.tls.cert}", "-c", f"ssl_key_file={self.tls.key}"))
         datadir, clone_log = shlex.quote(str(self.datadir)), shlex.quote(str(self.clone_log))
         script = (
+            # libpq looks for a client certificate in ~/.postgresql: run as the server's
+            # user, HOME (root's) would be unreadable, and TLS would fail rather than go
+            # without one.
+            f"export HOME={shlex.quote(str(self.tls.ca.parent))}\n"
             "attempt=0\n"
             f"until {clone} 2>{clone_log}; do\n"
             f"  rm -rf {datadir}\n"

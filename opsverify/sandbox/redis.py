@@ -22,6 +22,8 @@ class RedisServer:
         "redis-down": "Redis is not started: its port refuses connections",
         "redis-bgsave-failed": "Redis's data directory disappears under it (a lost volume): "
                                "BGSAVE fails, and Redis refuses writes",
+        "redis-no-auth": "Redis runs without a password (requirepass dropped from its "
+                         "configuration): anyone who reaches the port is the default user",
     }
 
     def __init__(self, spec: RedisComponent, ctx: SandboxContext) -> None:
@@ -29,12 +31,15 @@ class RedisServer:
         self.workdir = ctx.workdir
         self.port = free_port()
         self.password = ctx.password
+        self.no_auth = "redis-no-auth" in ctx.faults
         self.log = ctx.workdir / "redis.log"
         self.datadir = ctx.workdir / "redis"
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
+        if self.no_auth:  # what its clients were reconfigured to: no password to send
+            return f"redis://127.0.0.1:{self.port}/0"
         return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
 
     def variables(self) -> dict[str, str]:
@@ -68,8 +73,9 @@ class RedisServer:
         self.datadir.mkdir()
         config = self.workdir / "redis.conf"
         # The password goes in a file, not argv, where `ps` would show it.
+        password = "" if self.no_auth else f"requirepass {self.password}\n"
         config.write_text(
-            f"port {self.port}\nbind 127.0.0.1\nrequirepass {self.password}\n"
+            f"port {self.port}\nbind 127.0.0.1\n{password}"
             f"dir {self.datadir}\ndbfilename dump.rdb\nsave 3600 1\nappendonly no\n"
             "daemonize no\nprotected-mode yes\n"
         )

@@ -21,7 +21,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from pydantic import Field, field_validator, model_validator
 
-from opsverify.errors import TargetUnavailable, WriteRefused
+from opsverify.errors import MissingPrivilege, TargetUnavailable, WriteRefused
 from opsverify.targets.base import DeadlinePassed, DeclaredCheck, Section, TargetSpec, run_within
 
 READ_ONLY_VERBS = frozenset({"select", "with", "show", "explain", "values", "table"})
@@ -74,6 +74,21 @@ class SqlCheck(DeclaredCheck):
     unit: str = ""
 
 
+class PostgresSecurity(Section):
+    """``security:`` of a postgres target: every check of checks/security/test_postgres.py
+    is on unless switched off here by its name (``{ssl: false}`` for a server reached only
+    over a unix socket)."""
+
+    ssl: bool = True
+    password_encryption: bool = True
+    log_connections: bool = True
+    hba_auth: bool = True  # no trust or password lines in pg_hba.conf
+    superusers: bool = True
+    password_hashes: bool = True  # no login role with an md5, empty or plain-text password
+    # Superuser roles this server may have (the bootstrap superuser is one).
+    max_superusers: int = Field(default=1, ge=0)
+
+
 class PostgresTarget(TargetSpec):
     type: Literal["postgres"]
     dsn: str
@@ -90,6 +105,7 @@ class PostgresTarget(TargetSpec):
     # not checked (a replica that does not archive); unset = checked where it is switched on.
     wal_archiving: bool | None = None
     sql_checks: list[SqlCheck] = Field(default_factory=list)
+    security: PostgresSecurity = Field(default_factory=PostgresSecurity)
 
     @field_validator("min_version", mode="before")
     @classmethod
@@ -178,6 +194,45 @@ class Session:
     client: str
     state: str
     idle_s: float
+
+
+@dataclass(frozen=True)
+class HbaRule:
+    """A line of pg_hba.conf as the server parses it now (pg_hba_file_rules)."""
+
+    line: int
+    type: str  # local | host | hostssl | hostnossl | ...
+    database: str
+    user: str
+    address: str
+    method: str
+    error: str  # why the server could not parse the line, or ""
+
+    def describe(self) -> str:
+        where = f" {self.address}" if self.address else ""
+        return f"line {self.line}: {self.type} {self.database} {self.user}{where} {self.method}"
+
+
+@dataclass(frozen=True)
+class RolePassword:
+    """How a login role's password is stored: the kind only, never the value or its hash."""
+
+    role: str
+    # scram-sha-256 | md5 | empty | plain text | none (NULL: password login always fails)
+    kind: str
+
+
+# Classified on the server: the query never returns rolpassword, nor its hash. An md5 hash
+# of the empty password ('md5' || md5('' || rolname)) is an empty password.
+STORED_HASH_KINDS = """
+SELECT rolname,
+       CASE WHEN rolpassword IS NULL THEN 'none'
+            WHEN rolpassword = '' OR rolpassword = 'md5' || md5(rolname) THEN 'empty'
+            WHEN rolpassword LIKE 'SCRAM-SHA-256$%' THEN 'scram-sha-256'
+            WHEN rolpassword ~ '^md5[0-9a-f]{32}$' THEN 'md5'
+            ELSE 'plain text' END
+FROM pg_catalog.pg_authid WHERE rolcanlogin ORDER BY rolname
+"""
 
 
 class PostgresClient:
@@ -356,6 +411,68 @@ class PostgresClient:
         )
         return [Session(*row) for row in rows]
 
+    # -- security (checks/security/test_postgres.py) ---------------------------------------
+    def settings(self, names: Sequence[str]) -> dict[str, str]:
+        """Current values of server settings by name (pg_settings). A setting this role may
+        not see raises :class:`MissingPrivilege`."""
+        rows = self.query("SELECT name, setting FROM pg_catalog.pg_settings "
+                          "WHERE name = ANY(%s)", (list(names),))
+        values = {str(name): str(setting) for name, setting in rows}
+        hidden = [name for name in names if name not in values]
+        if hidden:
+            raise MissingPrivilege(self.name, f"the setting(s) {', '.join(hidden)}",
+                                   f"GRANT pg_read_all_settings TO {self._role()}")
+        return values
+
+    def session_ssl(self) -> tuple[bool, str]:
+        """Whether this session is encrypted, and with which protocol (pg_stat_ssl)."""
+        rows = self.query("SELECT ssl, coalesce(version, '') FROM pg_catalog.pg_stat_ssl "
+                          "WHERE pid = pg_backend_pid()")
+        return (bool(rows[0][0]), str(rows[0][1])) if rows else (False, "")
+
+    def hba_rules(self) -> list[HbaRule]:
+        """pg_hba.conf as the server parses it. PostgreSQL 15 lets only superusers read it:
+        the least grant is EXECUTE on the function behind the view (SELECT on the view alone
+        is not enough: a view's functions are checked against its user), which is why the
+        function is read, not the view."""
+        role, allowed = self.query(
+            "SELECT current_user, has_function_privilege("
+            "'pg_catalog.pg_hba_file_rules()', 'EXECUTE')")[0]
+        if not allowed:
+            raise MissingPrivilege(
+                self.name, "pg_hba_file_rules",
+                f"GRANT EXECUTE ON FUNCTION pg_catalog.pg_hba_file_rules() TO {_ident(role)}")
+        rows = self.query(
+            "SELECT line_number, coalesce(type, ''), array_to_string(database, ','), "
+            "array_to_string(user_name, ','), concat_ws('/', address, netmask), "
+            "coalesce(auth_method, ''), coalesce(error, '') "
+            "FROM pg_catalog.pg_hba_file_rules() ORDER BY line_number")
+        return [HbaRule(int(r[0] or 0), *(str(v) for v in r[1:])) for r in rows]
+
+    def superusers(self) -> list[str]:
+        """Roles with SUPERUSER (pg_roles, readable by every role)."""
+        return [str(r[0]) for r in self.query(
+            "SELECT rolname FROM pg_catalog.pg_roles WHERE rolsuper ORDER BY rolname")]
+
+    def password_kinds(self) -> list[RolePassword]:
+        """How each login role's password is stored (pg_authid: superusers only, or a
+        column grant; the hash itself never leaves the server)."""
+        role, allowed = self.query(
+            "SELECT current_user, has_column_privilege('pg_catalog.pg_authid', 'rolname', "
+            "'SELECT') AND has_column_privilege('pg_catalog.pg_authid', 'rolcanlogin', "
+            "'SELECT') AND has_column_privilege('pg_catalog.pg_authid', 'rolpassword', "
+            "'SELECT')")[0]
+        if not allowed:
+            raise MissingPrivilege(
+                self.name, "pg_authid (how passwords are stored)",
+                "GRANT SELECT (rolname, rolcanlogin, rolpassword) ON pg_catalog.pg_authid "
+                f"TO {_ident(role)} (the role can then read password hashes), or run this "
+                "check as a superuser")
+        return [RolePassword(str(name), str(kind)) for name, kind in self.query(STORED_HASH_KINDS)]
+
+    def _role(self) -> str:
+        return _ident(str(self.scalar("SELECT current_user")))
+
     # -- writing (remediation only) ------------------------------------------------------
     def terminate(self, pid: int) -> bool:
         if not self.writable:
@@ -478,6 +595,13 @@ def _cause(exc: psycopg.Error) -> str:
     text = text.replace("FATAL:  ", "").strip() or type(exc).__name__
     # libpq capitalises its own messages ("Connection refused"); the others are lower case.
     return text[:1].lower() + text[1:] if text[1:2].islower() else text
+
+
+def _ident(name: str) -> str:
+    """A role name as GRANT takes it: quoted unless it is a plain lower-case identifier."""
+    if re.fullmatch(r"[a-z_][a-z0-9_$]*", name):
+        return name
+    return '"' + name.replace('"', '""') + '"'
 
 
 def _as_number(value: Any) -> float | None:

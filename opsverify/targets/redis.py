@@ -5,19 +5,20 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import redis
-from pydantic import field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from opsverify.errors import TargetUnavailable, WriteRefused
+from opsverify.errors import MissingPrivilege, TargetUnavailable, WriteRefused
 from opsverify.targets.base import DeadlinePassed, Section, TargetSpec, run_within
 
 READ_COMMANDS = frozenset({
     "PING", "INFO", "DBSIZE", "LASTSAVE", "ROLE", "TIME", "GET", "EXISTS", "TTL", "PTTL",
     "TYPE", "SCAN", "STRLEN", "LLEN", "SCARD", "HLEN", "ZCARD", "MEMORY", "SLOWLOG", "CONFIG",
+    "ACL",
 })
 # Commands whose subcommands differ in kind: only these subcommands are reads
 # (CONFIG SET, SLOWLOG RESET and MEMORY PURGE change the server).
@@ -25,7 +26,12 @@ READ_SUBCOMMANDS: dict[str, frozenset[str]] = {
     "CONFIG": frozenset({"GET"}),
     "SLOWLOG": frozenset({"GET", "LEN"}),
     "MEMORY": frozenset({"USAGE", "STATS", "DOCTOR"}),
+    # ACL LIST shows password hashes, never passwords; SETUSER, DELUSER, LOAD, SAVE write.
+    "ACL": frozenset({"LIST", "WHOAMI"}),
 }
+# CONFIG GET of these would hand us a secret's value: refused even though CONFIG GET reads.
+SECRET_SETTINGS = frozenset({"REQUIREPASS", "MASTERAUTH", "MASTERUSER", "TLS-KEY-FILE-PASS",
+                             "TLS-CLIENT-KEY-FILE-PASS"})
 
 
 class Persistence(Section):
@@ -45,11 +51,31 @@ class Persistence(Section):
                 if value is not None]
 
 
+class RedisSecurity(Section):
+    """``security:`` of a redis target: every check of checks/security/test_redis.py is on
+    unless switched off here by its name."""
+
+    auth_required: bool = True  # a PING without credentials is refused (NOAUTH)
+    acl_passwords: bool = True  # no enabled ACL user, the default one above all, is nopass
+    protected_mode: bool = True
+
+
+@dataclass(frozen=True)
+class AclUser:
+    """A user as ``ACL LIST`` describes it, without its password hashes."""
+
+    name: str
+    enabled: bool  # on / off
+    nopass: bool  # any password (or none) authenticates as this user
+    passwords: int  # how many password hashes it has
+
+
 class RedisTarget(TargetSpec):
     type: Literal["redis"]
     url: str  # redis://[:password@]host:port/db, rediss:// for TLS
     role: Literal["master", "replica"] | None = None
     persistence: Persistence | None = None
+    security: RedisSecurity = Field(default_factory=RedisSecurity)
 
     @field_validator("url")
     @classmethod
@@ -85,6 +111,9 @@ class ReadOnlyRedis(redis.Redis):
             sub = words[1] if len(words) > 1 else ""
             raise WriteRefused(f"refusing Redis {name} {sub} from a non-destructive check "
                                f"(read-only: {', '.join(f'{name} {s}' for s in sorted(allowed))})")
+        if name == "CONFIG" and any(_secret_setting(str(a)) for a in args[1:]):
+            raise WriteRefused("refusing CONFIG GET of a secret's value (requirepass, "
+                               "masterauth) or of a pattern that could match one")
         return super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
 
     def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:
@@ -193,12 +222,81 @@ class RedisClient:
             raise self._unavailable(
                 f"CONFIG GET {parameter} refused ({str(exc).split(chr(10))[0][:80]}); "
                 "allow +config|get for the monitoring user") from None
+        return self._config_value(parameter, result)
+
+    def _config_value(self, parameter: str, result: Any) -> str:
         pairs = result.items() if isinstance(result, dict) else zip(
             result[::2], result[1::2], strict=True)
         values = {_text(k): _text(v) for k, v in pairs}
         if parameter not in values:
             raise self._unavailable(f"CONFIG GET {parameter}: the server has no such setting")
         return values[parameter]
+
+    # -- security (checks/security/test_redis.py) -----------------------------------------
+    def unauthenticated_ping(self) -> str:
+        """PING on a connection of its own that sends no credentials (nor any command
+        before PING): ``PONG`` when anyone may talk to the server, else the refusal
+        (``refused: Authentication required``: NOAUTH; DENIED in protected mode)."""
+        parts = urlsplit(self.spec.url)
+        host = f"[{parts.hostname}]" if ":" in (parts.hostname or "") else parts.hostname
+        url = urlunsplit((parts.scheme, f"{host}:{parts.port or 6379}", "/0", "", ""))
+        anonymous = ReadOnlyRedis.from_url(
+            url, socket_connect_timeout=self.timeout_s, socket_timeout=self.timeout_s,
+            retry=Retry(NoBackoff(), 0), protocol=2, driver_info=None)
+
+        def ping() -> str:
+            try:
+                reply = anonymous.execute_command("PING")  # type: ignore[no-untyped-call]
+            except (redis.exceptions.AuthenticationError, redis.exceptions.ResponseError) as exc:
+                # redis-py drops the error code (NOAUTH, DENIED) from the message.
+                return "refused: " + str(exc).split(". ")[0].rstrip(".")
+            return "PONG" if reply is True else _text(reply)
+
+        try:
+            return run_within(ping, self.timeout_s + 0.5, name="opsverify-redis-anonymous")
+        except DeadlinePassed:
+            raise self._unavailable(f"no complete answer within {self.timeout_s:g} s "
+                                    "(unauthenticated PING)") from None
+        except redis.exceptions.TimeoutError:
+            raise self._unavailable(f"no answer within {self.timeout_s:g} s") from None
+        except redis.exceptions.ConnectionError as exc:
+            raise self._unavailable(_cause(exc)) from None
+        finally:
+            anonymous.connection_pool.disconnect()
+
+    def acl_users(self) -> list[AclUser] | None:
+        """Every ACL user's state (``ACL LIST``), without hashes; ``None`` before Redis 6,
+        which has no ACL. A user denied ACL LIST raises :class:`MissingPrivilege`."""
+        try:
+            lines = self.call("ACL LIST")
+        except redis.exceptions.NoPermissionError:
+            raise MissingPrivilege(self.name, "ACL LIST",
+                                   f"ACL SETUSER {self._user()} +acl|list") from None
+        except redis.exceptions.ResponseError as exc:
+            if "unknown command" in str(exc).lower():
+                return None
+            raise
+        users = []
+        for line in lines:
+            words = _text(line).split()
+            if len(words) < 2 or words[0] != "user":
+                continue
+            flags = words[2:]
+            users.append(AclUser(words[1], "on" in flags, "nopass" in flags,
+                                 sum(1 for w in flags if w.startswith("#"))))
+        return users
+
+    def protected_mode(self) -> str:
+        """``CONFIG GET protected-mode``; a user denied it raises :class:`MissingPrivilege`."""
+        try:
+            result = self.call("CONFIG GET", "protected-mode")
+        except redis.exceptions.NoPermissionError:
+            raise MissingPrivilege(self.name, "CONFIG GET protected-mode",
+                                   f"ACL SETUSER {self._user()} +config|get") from None
+        return self._config_value("protected-mode", result)
+
+    def _user(self) -> str:
+        return urlsplit(self.spec.url).username or "default"
 
     def server_time(self) -> float:
         """The server's clock (TIME), so ages do not depend on ours."""
@@ -210,6 +308,10 @@ class RedisClient:
 
     def _unavailable(self, cause: str) -> TargetUnavailable:
         return TargetUnavailable(self.name, f"redis {self.spec.address()}", cause)
+
+
+def _secret_setting(word: str) -> bool:
+    return word.upper() in SECRET_SETTINGS or any(c in word for c in "*?[")
 
 
 def _text(value: Any) -> str:
