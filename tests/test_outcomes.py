@@ -110,7 +110,9 @@ def test_threshold_precedence_target_over_environment_over_check_default(project
     checks = by_id(project)
 
     def judged(nodeid: str, name: str) -> dict[str, Any]:
-        return next(m for m in checks[nodeid]["evidence"] if m["name"] == name)
+        found = [m for m in checks[nodeid]["evidence"] if m["name"] == name]
+        assert found, (checks[nodeid], result.output)
+        return found[0]
 
     own = judged(LATENCY.format("api"), "http.latency_p95_ms")
     assert (own["verdict"], own["expected"]) == ("WARN", "≤ 0.001 ms")
