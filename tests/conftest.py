@@ -25,8 +25,15 @@ import pytest
 import yaml
 
 from opsverify.sandbox.base import Component
+from opsverify.sandbox.docker import DockerEngine
 from opsverify.sandbox.runtime import Sandbox
-from opsverify.sandbox.spec import AppComponent, PostgresComponent, RedisComponent, SandboxSpec
+from opsverify.sandbox.spec import (
+    AppComponent,
+    DockerComponent,
+    PostgresComponent,
+    RedisComponent,
+    SandboxSpec,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 FOUNDATION = {"postgres", "postgres_replica", "redis", "app"}  # the foundation's servers
@@ -261,6 +268,24 @@ def running(component: C) -> Iterator[C]:
         yield component
     finally:
         component.stop()
+
+
+def private_docker_engine() -> Iterator[DockerEngine]:
+    """The sandbox's private Docker engine (--bridge=none --iptables=false) on its own, for
+    a module fixture; a SKIP naming the install step where it cannot run here.
+
+    Usage: ``yield from private_docker_engine()``
+    """
+    box = Sandbox.plan(SandboxSpec(docker=DockerComponent()), frozenset())
+    try:
+        box.start()
+        if "docker" in box.skipped:
+            pytest.skip(box.skipped["docker"])
+        component = box.components["docker"]
+        assert isinstance(component, DockerEngine)
+        yield component
+    finally:
+        box.stop()
 
 
 def processes_matching(pattern: str) -> list[str]:

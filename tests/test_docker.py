@@ -29,7 +29,7 @@ from opsverify.sandbox.process import free_port
 from opsverify.sandbox.runtime import Sandbox
 from opsverify.sandbox.spec import DockerComponent, SandboxSpec
 from opsverify.targets.docker import DeclaredContainer, DockerClient, DockerTarget
-from tests.conftest import ROOT, HungServer, Project, Result
+from tests.conftest import ROOT, HungServer, Project, Result, private_docker_engine
 
 needs_docker = pytest.mark.skipif(
     shutil.which("dockerd") is None or static_busybox() is None or os.geteuid() != 0,
@@ -128,17 +128,9 @@ def test_unreachable_and_hung_engines_error_within_the_deadline(
 @pytest.fixture(scope="module")
 def engine() -> Iterator[DockerEngine]:
     """The sandbox's private engine, plus containers in the bad states the checks catch."""
-    box = Sandbox.plan(SandboxSpec(docker=DockerComponent()), frozenset())
-    try:
-        box.start()
-        component = box.components["docker"]
-        assert isinstance(component, DockerEngine)
-        if "docker" in box.skipped:
-            pytest.skip(box.skipped["docker"])
+    for component in private_docker_engine():
         add_bad_containers(component)
         yield component
-    finally:
-        box.stop()
 
 
 def add_bad_containers(engine: DockerEngine) -> None:

@@ -17,11 +17,9 @@ import yaml
 from pydantic import ValidationError
 
 from opsverify.sandbox.docker import IDLE, IMAGE, TAG, USER, DockerEngine, static_busybox
-from opsverify.sandbox.runtime import Sandbox
-from opsverify.sandbox.spec import DockerComponent, SandboxSpec
 from opsverify.secrets import SECRETS
 from opsverify.targets.docker import DockerTarget, secret_looking
-from tests.conftest import ROOT, Project
+from tests.conftest import ROOT, Project, private_docker_engine
 
 needs_docker = pytest.mark.skipif(
     shutil.which("dockerd") is None or static_busybox() is None or os.geteuid() != 0,
@@ -90,16 +88,7 @@ def value(check: dict[str, Any], name: str) -> Any:
 @pytest.fixture(scope="module")
 def engine() -> Iterator[DockerEngine]:
     """The sandbox's private engine (--bridge=none --iptables=false), its own containers."""
-    box = Sandbox.plan(SandboxSpec(docker=DockerComponent()), frozenset())
-    try:
-        box.start()
-        if "docker" in box.skipped:
-            pytest.skip(box.skipped["docker"])
-        component = box.components["docker"]
-        assert isinstance(component, DockerEngine)
-        yield component
-    finally:
-        box.stop()
+    yield from private_docker_engine()
 
 
 def start(engine: DockerEngine, name: str, *, secure: bool = True, **options: Any) -> None:

@@ -19,11 +19,9 @@ from pydantic import ValidationError
 
 from opsverify.sandbox.docker import IDLE, IMAGE, TAG, DockerEngine, static_busybox
 from opsverify.sandbox.process import free_port, port_open, spawn, stop, wait_until
-from opsverify.sandbox.runtime import Sandbox
-from opsverify.sandbox.spec import DockerComponent, SandboxSpec
 from opsverify.targets.host import HostClient, HostTarget
 from opsverify.targets.ssh import server_offer
-from tests.conftest import HungServer, Project
+from tests.conftest import HungServer, Project, private_docker_engine
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 needs_root_sshd = pytest.mark.skipif(
@@ -285,16 +283,7 @@ def engine() -> Iterator[DockerEngine]:
     if shutil.which("dockerd") is None or static_busybox() is None or os.geteuid() != 0:
         pytest.skip("a private Docker engine needs root, dockerd and a static busybox "
                     "(apt-get install docker.io busybox-static)")
-    box = Sandbox.plan(SandboxSpec(docker=DockerComponent()), frozenset())
-    try:
-        box.start()
-        if "docker" in box.skipped:
-            pytest.skip(box.skipped["docker"])
-        component = box.components["docker"]
-        assert isinstance(component, DockerEngine)
-        yield component
-    finally:
-        box.stop()
+    yield from private_docker_engine()
 
 
 def test_a_world_readable_shadow_fails(project: Project, engine: DockerEngine) -> None:
