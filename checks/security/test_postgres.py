@@ -88,8 +88,8 @@ def test_log_connections(security_postgres_settings: SecuritySettings,
                     default=Threshold(warn=0))
 
 
-@pytest.mark.daily
-@pytest.mark.deploy_gate
+@pytest.mark.monthly  # a configuration review, like the others here (only the cheap checks
+# of unauthenticated access, certificates and protocols are daily)
 @pytest.mark.security_check("hba_auth")
 def test_hba_auth(security_postgres_hba_rules: tuple[HbaRule, ...],
                   evidence: EvidenceLog) -> None:
