@@ -17,8 +17,8 @@ import pytest
 
 from fixtures.probes import probe
 from opsverify.evidence import EvidenceLog
-from opsverify.targets.aws import (
-    AwsClient,
+from opsverify.targets.aws import AwsClient
+from opsverify.targets.aws_security import (
     EcrRepository,
     LogRetention,
     SecretRotation,
