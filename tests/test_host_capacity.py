@@ -13,14 +13,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from opsverify.targets.host import (
-    DiskUsage,
-    HostClient,
-    HostTarget,
-    parse_df,
-    parse_meminfo,
-    size_text,
-)
+from opsverify.targets.host import HostClient, HostTarget
+from opsverify.targets.host_capacity import DiskUsage, parse_df, parse_meminfo, size_text
 from tests.conftest import Project
 
 DF = """Filesystem     1024-blocks  Used Available Capacity Mounted on

@@ -5,7 +5,8 @@ import pytest
 
 from fixtures.probes import probe
 from opsverify.evidence import EvidenceLog
-from opsverify.targets.host import DiskUsage, HostClient, MemoryUsage, size_text
+from opsverify.targets.host import HostClient
+from opsverify.targets.host_capacity import DiskUsage, MemoryUsage, size_text
 from opsverify.thresholds import Threshold
 
 # `df` of each declared path and /proc/meminfo, prefetched in the probe pool.
