@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import signal
 import socket
 import subprocess
@@ -103,4 +104,7 @@ def _tail(log: Path | None) -> str:
     if log is None or not log.exists():
         return ""
     lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
-    return f": {lines[-1].strip()}" if lines else ""
+    # The line that says why (PostgreSQL's FATAL, a traceback's last line), not the last
+    # one ("database system is shut down"), when there is one.
+    why = [ln for ln in lines if re.search(r"\b(FATAL|PANIC|ERROR|Error)\b", ln)]
+    return f": {(why or lines)[-1].strip()}" if lines else ""
