@@ -56,7 +56,6 @@ class Probe(Generic[T]):
     name: str
     fn: Callable[[], T]
     priority: int
-    gate: Probe[Any] | None = None
     submitted: float = field(default_factory=time.monotonic)
     _done: threading.Event = field(default_factory=threading.Event)
     _value: Any = None
@@ -135,7 +134,7 @@ class ProbePool:
                 return state.gate
             probe = self._existing(target, key, priority)
             if probe is None:
-                probe = self._new(target, key, fn, name, priority, gate=None)
+                probe = self._new(target, key, fn, name, priority)
                 self._make_ready(state, probe)
             state.gate = probe
             return probe
@@ -148,7 +147,7 @@ class ProbePool:
             if existing is not None:
                 return existing
             state = self._targets.setdefault(target, _Target())
-            probe = self._new(target, key, fn, name, priority, gate=state.gate)
+            probe = self._new(target, key, fn, name, priority)
             gate = state.gate
             if gate is None or (gate.done() and gate._error is None):
                 self._make_ready(state, probe)
@@ -174,10 +173,6 @@ class ProbePool:
                     self._start_thread()
                 self._wake.notify_all()
 
-    def find(self, target: str, key: Hashable) -> Probe[Any] | None:
-        with self._lock:
-            return self._probes.get((target, key))
-
     def wait_idle(self) -> None:
         """Block until every submitted probe has finished (before sequential sampling)."""
         with self._lock:
@@ -200,8 +195,8 @@ class ProbePool:
         return probe
 
     def _new(self, target: str, key: Hashable, fn: Callable[[], Any], name: str,
-             priority: int, gate: Probe[Any] | None) -> Probe[Any]:
-        probe: Probe[Any] = Probe(target, key, name or str(key), fn, priority, gate)
+             priority: int) -> Probe[Any]:
+        probe: Probe[Any] = Probe(target, key, name or str(key), fn, priority)
         self._probes[(target, key)] = probe
         self._unfinished += 1
         return probe
