@@ -270,6 +270,11 @@ def running(component: C) -> Iterator[C]:
         component.stop()
 
 
+def outcomes(checks: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """``{check id: outcome}`` of :meth:`Project.checks` or :meth:`Project.run_checks`."""
+    return {name: c["outcome"] for name, c in checks.items()}
+
+
 def private_docker_engine() -> Iterator[DockerEngine]:
     """The sandbox's private Docker engine (--bridge=none --iptables=false) on its own, for
     a module fixture; a SKIP naming the install step where it cannot run here.

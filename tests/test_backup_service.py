@@ -19,7 +19,7 @@ from opsverify.sandbox.base import SandboxContext
 from opsverify.sandbox.moto import MotoServer
 from opsverify.sandbox.redis import RedisServer
 from opsverify.sandbox.spec import MotoComponent, RedisComponent
-from tests.conftest import Project, Result, running
+from tests.conftest import Project, Result, outcomes, running
 
 SECRET = "moto-backup-secret-93a1"
 BUCKET = "gogooku3-data"
@@ -49,9 +49,6 @@ def run_checks(project: Project, env: str, files: tuple[str, ...],
         project.copy_check(f"checks/backup/{name}")
     return project.run_checks("svc", env, "-rs", env=variables)
 
-
-def outcomes(checks: dict[str, Any]) -> dict[str, str]:
-    return {name: c["outcome"] for name, c in checks.items()}
 
 
 def failing(check: dict[str, Any]) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from opsverify.sandbox.base import SandboxContext
 from opsverify.sandbox.moto import MotoServer
 from opsverify.sandbox.spec import MotoComponent
 from opsverify.targets.s3 import S3Client, S3Target
-from tests.conftest import running
+from tests.conftest import outcomes, running
 
 SECRET = "moto-s3-secret-4b7e0a"
 CHECKS = "checks/health/test_s3.py"
@@ -66,9 +66,6 @@ def run_checks(project: Any, server: MotoServer,
 def evidence(check: dict[str, Any], name: str) -> dict[str, Any]:
     return next(e for e in check["evidence"] if e["name"] == name)
 
-
-def outcomes(checks: dict[str, dict[str, Any]]) -> dict[str, str]:
-    return {name: c["outcome"] for name, c in checks.items()}
 
 
 def client(server: MotoServer, timeout_s: float = 3.0, **extra: Any) -> S3Client:

@@ -32,7 +32,7 @@ from opsverify.sandbox.process import (
 )
 from opsverify.sandbox.spec import PostgresComponent
 from opsverify.targets.postgres import WRITE_KEYWORDS, PostgresTarget
-from tests.conftest import Project, Result
+from tests.conftest import Project, Result, outcomes
 
 pytestmark = pytest.mark.skipif(bindir() is None,
                                 reason="PostgreSQL not found (apt-get install postgresql)")
@@ -139,9 +139,6 @@ def run(project: Project, targets: dict[str, str], *args: str,
             lines.append(f"    security: {security[name]}")
     return project.run_checks("sec", "\n".join(lines) + "\n", *args, env=variables)
 
-
-def outcomes(checks: dict[str, Any]) -> dict[str, str]:
-    return {name: c["outcome"] for name, c in checks.items()}
 
 
 def failing(check: dict[str, Any]) -> dict[str, Any]:

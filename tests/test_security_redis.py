@@ -22,7 +22,7 @@ from opsverify.sandbox.process import free_port, port_open, spawn, stop, wait_un
 from opsverify.sandbox.redis import RedisServer
 from opsverify.sandbox.spec import RedisComponent
 from opsverify.targets.redis import RedisClient, RedisTarget
-from tests.conftest import Project, Result, running
+from tests.conftest import Project, Result, outcomes, running
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
                                 reason="redis-server not found (apt-get install redis-server)")
@@ -73,9 +73,6 @@ def run(project: Project, urls: dict[str, str], *args: str,
             lines.append(f"    security: {security[name]}")
     return project.run_checks("kv", "\n".join(lines) + "\n", *args, env=variables)
 
-
-def outcomes(checks: dict[str, Any]) -> dict[str, str]:
-    return {name: c["outcome"] for name, c in checks.items()}
 
 
 def failing(check: dict[str, Any]) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import pytest
 from opsverify.sandbox.base import SandboxContext
 from opsverify.sandbox.moto import MotoServer
 from opsverify.sandbox.spec import MotoComponent
-from tests.conftest import running
+from tests.conftest import outcomes, running
 
 SECRET = "moto-s3-security-5d1c9a"
 CHECKS = "checks/security/test_s3.py"
@@ -75,9 +75,6 @@ def listed(check: dict[str, Any], name: str) -> str:
     """A list-valued measurement, as summary.json shows it (its repr)."""
     return str(evidence(check, name)["value"])
 
-
-def outcomes(checks: dict[str, dict[str, Any]]) -> dict[str, str]:
-    return {name: c["outcome"] for name, c in checks.items()}
 
 
 def secure_except(**bad: str) -> dict[str, str]:
