@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from opsverify.errors import EnvironmentFileError
+from opsverify.history import HistorySpec
 from opsverify.sandbox.spec import SandboxSpec
 from opsverify.secrets import SECRETS
 from opsverify.targets import TARGET_TYPES, AnyTarget
@@ -31,6 +32,13 @@ _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 Path_ = tuple[str | int, ...]
 
 
+class TrendSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min_samples: int = Field(default=7, ge=3, le=100000)
+    min_span_hours: float = Field(default=24.0, ge=0)
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -41,6 +49,8 @@ class Settings(BaseModel):
     per_target_concurrency: int = Field(default=2, ge=1, le=32)
     # allure-results/ in the report set (a result and container files per check).
     allure: bool = False
+    # How much history a days-until-full estimate needs (checks/capacity/, *_trend).
+    trend: TrendSettings = Field(default_factory=lambda: TrendSettings())
 
 
 class Waiver(BaseModel):
@@ -65,6 +75,7 @@ class Environment(BaseModel):
     thresholds: dict[str, Limits] = Field(default_factory=dict)
     targets: dict[str, AnyTarget] = Field(default_factory=dict)
     waivers: list[Waiver] = Field(default_factory=list)
+    history: HistorySpec | None = None
     sandbox: SandboxSpec | None = None
 
     @field_validator("thresholds")
@@ -179,6 +190,8 @@ def load(
         raise _first_error(exc, fail) from None
     for spec in model.targets.values():
         SECRETS.add_all(spec.secrets())
+    if model.history is not None:
+        SECRETS.add_all(model.history.secrets())
     return LoadedEnvironment(choice, model, lines)
 
 

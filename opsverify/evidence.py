@@ -30,6 +30,10 @@ class Measurement:
     expected: str
     source: str
     sequence: int
+    # The check's item (a filesystem, a database; "" when none) and the limit the value
+    # fills (100 for a percentage, max_connections…), for the run history.
+    item: str = ""
+    capacity: float | None = None
 
     def line(self) -> str:
         value = _fmt(self.value) + (f" {self.unit}" if self.unit else "")
@@ -46,15 +50,16 @@ class Measurement:
             None if self.value is None else str(self.value))
         return {"name": self.name, "target": self.target, "value": value, "unit": self.unit,
                 "verdict": self.verdict.value, "expected": self.expected,
-                "source": self.source}
+                "source": self.source, "item": self.item, "capacity": self.capacity}
 
 
 class EvidenceLog:
     """The measurements of one check against one target."""
 
-    def __init__(self, env: LoadedEnvironment | None, target: str = "") -> None:
+    def __init__(self, env: LoadedEnvironment | None, target: str = "", item: str = "") -> None:
         self.env = env
         self.target = target
+        self.item = item
         self.measurements: list[Measurement] = []
 
     # -- recording ---------------------------------------------------------------------
@@ -66,8 +71,16 @@ class EvidenceLog:
         unit: str = "",
         default: Threshold,
         default_source: str = "check default",
+        capacity: float | None = None,
+        item: str | None = None,
     ) -> Measurement:
-        """Judge ``value`` against warn/crit: target's > environment's > ``default``."""
+        """Judge ``value`` against warn/crit: target's > environment's > ``default``.
+
+        ``capacity`` is the limit the value fills (``100`` for a percentage): the run history
+        keeps it, and the check's trend counts the days until the value reaches it.
+        ``item`` overrides the check's own item when one check measures several (each
+        database of a server).
+        """
         applied = self.threshold(threshold_id, default, default_source)
         verdict, limit = judge(value, applied)
         if limit is None:
@@ -78,7 +91,8 @@ class EvidenceLog:
         op = "≤" if applied.direction == "max" else "≥"
         expected = f"{op} {_fmt(limit)}" + (f" {unit}" if unit else "")
         source = f"{level} from {applied.source}"
-        return self._add(threshold_id, value, unit, verdict, expected, source)
+        return self._add(threshold_id, value, unit, verdict, expected, source,
+                         item=item, capacity=capacity)
 
     def expect(
         self,
@@ -109,9 +123,14 @@ class EvidenceLog:
             expected += f" {unit}"
         return self._add(name, value, unit, Verdict.PASS if ok else Verdict.FAIL, expected, source)
 
-    def note(self, name: str, value: Any, *, unit: str = "") -> Measurement:
-        """Context worth keeping in the report that no expectation applies to."""
-        return self._add(name, value, unit, Verdict.PASS, "", "")
+    def note(self, name: str, value: Any, *, unit: str = "", capacity: float | None = None,
+             item: str | None = None) -> Measurement:
+        """Context worth keeping in the report that no expectation applies to.
+
+        A numeric note named like a metric (``redis.evicted_keys``: dotted, no spaces) goes
+        into the run history, as every ``within`` does.
+        """
+        return self._add(name, value, unit, Verdict.PASS, "", "", item=item, capacity=capacity)
 
     def threshold(self, threshold_id: str, default: Threshold,
                   default_source: str = "check default") -> AppliedThreshold:
@@ -150,9 +169,11 @@ class EvidenceLog:
         return self.measurements[-1].sequence if self.measurements else -1
 
     def _add(self, name: str, value: Any, unit: str, verdict: Verdict, expected: str,
-             source: str) -> Measurement:
+             source: str, *, item: str | None = None,
+             capacity: float | None = None) -> Measurement:
         m = Measurement(name, self.target, value, unit, verdict, expected, source,
-                        next(_SEQUENCE))
+                        next(_SEQUENCE), self.item if item is None else item,
+                        None if capacity is None else float(capacity))
         self.measurements.append(m)
         return m
 
