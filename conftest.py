@@ -7,8 +7,8 @@ pytest_plugins = [
     "fixtures.targets",      # --target; one test per target, readable ids; one-line ERRORs
     "fixtures.probes",       # clients, and the reads checks declare, run in one bounded pool
     "fixtures.outcomes",     # evidence API; PASS/WARN/FAIL/ERROR/SKIP/WAIVED
+    "fixtures.history",      # earlier runs' readings for trends; this run's appended after
     "fixtures.reports",      # reports/<env>/<timestamp>/: html, junit, allure, summary.json
-    "fixtures.history",      # every reading appended to history.jsonl; trends read it
     "fixtures.safety",       # --allow-destructive, --plan, --max-actions, audit, re-check
     "fixtures.security",     # secure by default; security.<check>: false opts out, shown
     "fixtures.redaction",    # secrets never leave a report

@@ -9,6 +9,7 @@ grown) or a drop of more than 10 % of capacity (a cleanup): the fit starts after
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -120,13 +121,20 @@ def theil_sen(x: Sequence[float], y: Sequence[float]) -> tuple[float, float, flo
         raise ValueError("a slope needs two samples at different times")
     count = len(slopes)
     slope = _median(slopes)
-    # Sen (1968): the ranks bounding the interval, from the variance of Kendall's S.
-    c = Z_90 * math.sqrt(n * (n - 1) * (2 * n + 5) / 18.0)
+    # Sen (1968): the ranks bounding the interval, from the variance of Kendall's S, less
+    # what tied values take from it (a flat series repeats values).
+    ties = sum(k * (k - 1) * (2 * k + 5) for k in (*_repeats(x), *_repeats(y)))
+    c = Z_90 * math.sqrt(max(0.0, (n * (n - 1) * (2 * n + 5) - ties) / 18.0))
     lower_rank = round((count - c) / 2.0)  # 1-based rank M1
     upper_rank = round((count + c) / 2.0) + 1  # M2 + 1
     low = slopes[max(0, min(count - 1, lower_rank - 1))]
     high = slopes[max(0, min(count - 1, upper_rank - 1))]
     return slope, low, high
+
+
+def _repeats(values: Sequence[float]) -> list[int]:
+    counts = Counter(values)
+    return [k for k in counts.values() if k > 1]
 
 
 def _median(values: Sequence[float]) -> float:

@@ -146,6 +146,8 @@ def sandbox_subset(components: set[str] | tuple[str, ...]) -> dict[str, Any]:
     the targets whose variables those components provide."""
     data: dict[str, Any] = yaml.safe_load((ROOT / "environments" / "sandbox.yaml").read_text())
     data["sandbox"] = {k: v for k, v in data["sandbox"].items() if k in components}
+    if "history" not in components:
+        data.pop("history", None)  # the seeded history file is the history component's
     box = Sandbox.plan(SandboxSpec.model_validate(data["sandbox"]), frozenset())
     provided = set(box.variables())
     box.stop()  # only planned: this removes its work directory

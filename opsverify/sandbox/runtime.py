@@ -28,6 +28,7 @@ from opsverify.sandbox.backups import BackupSeeder
 from opsverify.sandbox.base import Component, SandboxContext
 from opsverify.sandbox.clickhouse import ClickHouseServer
 from opsverify.sandbox.docker import DockerEngine
+from opsverify.sandbox.history import HistorySeeder
 from opsverify.sandbox.moto import MotoServer
 from opsverify.sandbox.postgres import PostgresServer
 from opsverify.sandbox.postgres_replica import PostgresReplicaServer
@@ -51,6 +52,7 @@ COMPONENTS: dict[str, Callable[[Any, SandboxContext], Component]] = {
     "docker": DockerEngine,
     "moto": MotoServer,
     "backups": BackupSeeder,  # dumps PostgreSQL, uploads to moto: after both
+    "history": HistorySeeder,  # a file: trends have readings to fit
 }
 FAULTS: dict[str, str] = {
     name: what for cls in COMPONENTS.values() for name, what in cls.faults.items()  # type: ignore[attr-defined]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -67,6 +67,33 @@ class BackupsComponent(Section):
     region: str = Field(default="eu-west-1", pattern=r"^[a-z0-9-]+$")
 
 
+class SeriesSeed(Section):
+    """One metric's synthetic history: flat at ``value``, or at what this machine's ``read``
+    (``disk``/``inodes`` of ``path``, ``memory``) says when the sandbox starts."""
+
+    target: str
+    metric: str
+    item: str = ""
+    unit: str = "%"
+    capacity: float = 100.0
+    value: float | None = None
+    read: Literal["disk", "inodes", "memory"] | None = None
+    path: str = "/"
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SeriesSeed:
+        if (self.value is None) == (self.read is None):
+            raise ValueError("give value or read, one of them")
+        return self
+
+
+class HistoryComponent(Section):
+    """A seeded history (``SANDBOX_HISTORY``) so trend checks have readings to fit."""
+
+    days: int = Field(default=14, ge=1, le=400)
+    series: list[SeriesSeed] = Field(default_factory=list)
+
+
 class SandboxSpec(Section):
     postgres: PostgresComponent | None = None
     postgres_replica: PostgresReplicaComponent | None = None
@@ -79,6 +106,7 @@ class SandboxSpec(Section):
     moto: MotoComponent | None = None
     sshd: SshdComponent | None = None
     backups: BackupsComponent | None = None  # after postgres, moto and sshd
+    history: HistoryComponent | None = None
 
     @model_validator(mode="before")
     @classmethod
