@@ -12,9 +12,13 @@ from opsverify.sandbox.base import SandboxContext
 from opsverify.sandbox.process import free_port, port_open, spawn, stop, wait_until
 from opsverify.sandbox.spec import RedisComponent
 
+MAXMEMORY_MB = 32  # a cache with a limit: checks/capacity/test_redis.py judges it
+FULL_PCT = 95.0  # redis-memory-full: past the check's crit (90), short of refused writes
+
 
 class RedisServer:
-    """A master with RDB snapshots on (``save 3600 1``) and no append-only file."""
+    """A master with RDB snapshots on (``save 3600 1``), no append-only file, and a
+    ``maxmemory`` that refuses writes rather than evict (``noeviction``)."""
 
     name: ClassVar[str] = "redis"
     install_hint: ClassVar[str] = "apt-get install redis-server"
@@ -24,6 +28,9 @@ class RedisServer:
                                "BGSAVE fails, and Redis refuses writes",
         "redis-no-auth": "Redis runs without a password (requirepass dropped from its "
                          "configuration): anyone who reaches the port is the default user",
+        "redis-memory-full": f"Redis's cache fills {FULL_PCT:g} % of its maxmemory "
+                             f"({MAXMEMORY_MB} MiB, noeviction): a little more and it "
+                             "refuses writes",
     }
 
     def __init__(self, spec: RedisComponent, ctx: SandboxContext) -> None:
@@ -48,6 +55,24 @@ class RedisServer:
     def inject(self, faults: frozenset[str]) -> None:
         if "redis-bgsave-failed" in faults:
             self.lose_data_directory()
+        if "redis-memory-full" in faults:
+            self.fill_memory()
+
+    def fill_memory(self, pct: float = FULL_PCT) -> None:
+        """Write cached blobs until ``used_memory`` is ``pct`` % of ``maxmemory``; with
+        ``noeviction`` nothing is evicted, and writes still succeed below the limit."""
+        client = redis.Redis.from_url(self.url, socket_timeout=5)
+        try:
+            limit = int(client.info("memory")["maxmemory"])
+            blob = b"\0" * 64 * 1024
+            for i in range(4 * limit // len(blob)):  # bounded: each write fills at least 1 KiB
+                used = int(client.info("memory")["used_memory"])
+                room = int(limit * pct / 100) - used
+                if room < 1024:
+                    break
+                client.set(f"forecast:blob:{i}", blob[:min(len(blob), room)], ex=86400)
+        finally:
+            client.close()
 
     def lose_data_directory(self) -> None:
         """Remove the directory Redis saves into, write, and let a real BGSAVE fail."""
@@ -78,6 +103,7 @@ class RedisServer:
             f"port {self.port}\nbind 127.0.0.1\n{password}"
             f"dir {self.datadir}\ndbfilename dump.rdb\nsave 3600 1\nappendonly no\n"
             "daemonize no\nprotected-mode yes\n"
+            f"maxmemory {MAXMEMORY_MB}mb\nmaxmemory-policy noeviction\n"
         )
         config.chmod(0o600)
 

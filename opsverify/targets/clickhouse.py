@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 
-from opsverify.errors import TargetUnavailable, WriteRefused
+from opsverify.errors import MissingPrivilege, TargetUnavailable, WriteRefused
 from opsverify.targets.base import TargetSpec
 from opsverify.targets.http import USER_AGENT, ReadOnlySession, get_within
 
@@ -74,6 +74,36 @@ class Answer:
     @property
     def text(self) -> str:
         return self.body.decode("utf-8", errors="replace")
+
+
+@dataclass(frozen=True)
+class DiskSpace:
+    """One disk of ``system.disks`` (bytes): ClickHouse leaves the disk's
+    ``keep_free_space`` out of both its ``total_space`` and its ``free_space``."""
+
+    name: str
+    path: str
+    free_bytes: int
+    total_bytes: int
+    keep_free_bytes: int
+
+    @property
+    def used_pct(self) -> float | None:
+        """Used of what ClickHouse may fill; ``None`` when the disk reports no size (broken,
+        read-only, or object storage)."""
+        if self.total_bytes <= 0:
+            return None
+        used = self.total_bytes - min(self.free_bytes, self.total_bytes)
+        return round(100.0 * used / self.total_bytes, 1)
+
+
+@dataclass(frozen=True)
+class Disks:
+    """The server's version and its disks; ``disks`` is ``None`` on a server without
+    ``system.disks`` (before 19.15)."""
+
+    version: str
+    disks: tuple[DiskSpace, ...] | None
 
 
 class QueryRefused(TargetUnavailable):
@@ -141,6 +171,27 @@ class ClickHouseClient:
             return None
         rows = self.query(f"SELECT name FROM system.tables WHERE database = {name}")
         return {str(row[0]) for row in rows}
+
+    def disks(self) -> Disks:
+        """``system.disks``: each disk's free and total space, in one round trip."""
+        try:
+            rows = self.query("SELECT version(), name, path, free_space, total_space, "
+                              "keep_free_space FROM system.disks ORDER BY name")
+        except QueryRefused as exc:
+            if exc.cause.startswith("Code 60:"):  # UNKNOWN_TABLE: a server before 19.15
+                return Disks(str(self.scalar("SELECT version()")), None)
+            if exc.cause.startswith("Code 497:"):  # ACCESS_DENIED
+                raise MissingPrivilege(self.name, "system.disks",
+                                       f"GRANT SELECT ON system.disks TO {self.spec.user}"
+                                       ) from None
+            raise
+        try:
+            disks = tuple(DiskSpace(str(r[1]), str(r[2]), int(r[3]), int(r[4]), int(r[5]))
+                          for r in rows)
+        except (IndexError, TypeError, ValueError):
+            raise self._refused(f"unexpected system.disks rows {rows[:2]!r}") from None
+        version = str(rows[0][0]) if rows else str(self.scalar("SELECT version()"))
+        return Disks(version, disks)
 
     def close(self) -> None:
         self.session.close()

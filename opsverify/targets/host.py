@@ -9,7 +9,7 @@ by ``docker_host`` (given to the docker CLI in its own environment only). Every
 command carries two deadlines: the whole operation is killed locally, and the remote side
 runs under ``timeout`` so nothing is left running there.
 
-The client only inspects (``stat``, ``ss``, ``ps``, ``df``, ``/proc/meminfo``, the init
+The client only inspects (``stat``, ``ss``, ``ps``, ``df``, ``du``, ``/proc/meminfo``, the init
 system's status; for the security checks ``sshd -T``, ``find -perm``, and what the host's
 sshd offers before anyone logs in). Declared
 ``command_checks`` run as written: they are the runbook's own read commands and must not
@@ -39,7 +39,14 @@ from testinfra.modules.socket import parse_socketspec
 from opsverify.errors import TargetUnavailable
 from opsverify.targets import sshd
 from opsverify.targets.base import DeclaredCheck, Section, TargetSpec
-from opsverify.targets.host_capacity import DiskUsage, MemoryUsage, parse_df, parse_meminfo
+from opsverify.targets.host_capacity import (
+    DeclaredPath,
+    DiskUsage,
+    MemoryUsage,
+    parse_df,
+    parse_meminfo,
+    unique_labels,
+)
 from opsverify.targets.ssh import (
     BoundedSshBackend,
     SshSession,
@@ -231,6 +238,10 @@ class HostTarget(TargetSpec):
     filesystems: list[str] = Field(
         default_factory=list, description="paths whose file system's use is checked (df)")
     memory: bool = Field(default=False, description="check memory use (/proc/meminfo)")
+    # Opt-in as memory is: in a container both are the whole machine's, not the container's.
+    load: bool = Field(default=False, description="check load per core (/proc/loadavg)")
+    paths: list[DeclaredPath] = Field(
+        default_factory=list, description="globs whose total size is checked (du -s)")
     security: HostSecurity = Field(default_factory=HostSecurity)
 
     @field_validator("url")
@@ -270,6 +281,11 @@ class HostTarget(TargetSpec):
         if len(set(value)) != len(value):
             raise ValueError("a path is listed twice")
         return value
+
+    @field_validator("paths")
+    @classmethod
+    def _path_labels(cls, value: list[DeclaredPath]) -> list[DeclaredPath]:
+        return unique_labels(value)
 
     @field_validator("services", mode="before")
     @classmethod

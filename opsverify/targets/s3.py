@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from opsverify.targets.aws import AwsApi, AwsTargetSpec
 from opsverify.targets.base import Deadline, Section
@@ -50,6 +50,20 @@ class S3Security(Section):
     tls_only: bool = True  # a policy denying aws:SecureTransport false (WARN when missing)
 
 
+class S3Capacity(Section):
+    """``capacity:`` of an s3 target: the limits the bucket fills (a MinIO quota, a budget),
+    judged by checks/capacity/test_s3.py: ``{max_bytes: 107374182400, max_objects: 1000000}``."""
+
+    max_bytes: int | None = Field(default=None, ge=1)  # total size of the current objects
+    max_objects: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _something(self) -> S3Capacity:
+        if self.max_bytes is None and self.max_objects is None:
+            raise ValueError("give max_bytes, max_objects or both")
+        return self
+
+
 class S3Target(AwsTargetSpec):
     type: Literal["s3"]
     region: str = Field(default="us-east-1", pattern=r"^[a-z0-9-]+$")
@@ -59,6 +73,7 @@ class S3Target(AwsTargetSpec):
     # Keys the listing check reads (one page; S3 returns at most 1000).
     list_sample: int = Field(default=1000, ge=1, le=1000)
     security: S3Security = Field(default_factory=S3Security)
+    capacity: S3Capacity | None = None
 
     def address(self) -> str:
         host = self.endpoint_address() or f"s3.{self.region}.amazonaws.com"
