@@ -86,6 +86,11 @@ def test_a_server_without_system_disks_is_a_skip_naming_its_version(
     assert (f"system.disks needs ClickHouse 19.15 or later; this server is {found.version}"
             in result.output), result.output
     no_secret_in(project, "ch", result.output, password)
+    # Declared as such (the sandbox's warehouse), the checks are not collected at all.
+    result, checks = project.run_checks(
+        "ch", direct_env(url, password) + "    system_disks: false\n")
+    assert set(checks) == {"test_disk_usage[no-clickhouse-target]",
+                           "test_disk_trend[no-clickhouse-target]"}, result.output
 
 
 # -- a current ClickHouse: chDB's engine behind the HTTP GET interface -----------------------

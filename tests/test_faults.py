@@ -69,6 +69,12 @@ CAUGHT = {
     "cert-expired": Caught(
         down=lambda env: {"api-tls"},
         cause="TLS verification failed: certificate verify failed: certificate has expired"),
+    "pg-connections-exhausted": Caught(fails={
+        f"checks/capacity/test_postgres.py::test_connections_used[{t}]":
+            {"postgres.connections_used_pct": lambda v: v >= 90} for t in ("db", "db-cluster")}),
+    "replication-slot-stale": Caught(fails={
+        "checks/capacity/test_postgres.py::test_replication_slots[db]":
+            {"postgres.slot_retained_bytes": lambda v: v > 32 * 2**20}}),
     "redis-memory-full": Caught(fails={
         "checks/capacity/test_redis.py::test_memory_used_pct[cache]":
             {"redis.memory_used_pct": lambda v: 90 < v < 100}}),

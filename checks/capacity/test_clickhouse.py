@@ -22,7 +22,7 @@ def sized_disks(found: Disks, evidence: EvidenceLog) -> list[DiskSpace]:
     """The disks that report a size; SKIP on a server without ``system.disks``."""
     if found.disks is None:
         pytest.skip(f"system.disks needs ClickHouse 19.15 or later; this server is "
-                    f"{found.version}")
+                    f"{found.version} (declare system_disks: false to stop asking)")
     evidence.note("server", f"ClickHouse {found.version}")
     evidence.expect("disks in system.disks", len(found.disks), at_least=1)
     sized = []
@@ -36,8 +36,8 @@ def sized_disks(found: Disks, evidence: EvidenceLog) -> list[DiskSpace]:
 
 
 @pytest.mark.daily
-def test_disk_usage(clickhouse: ClickHouseClient, clickhouse_disks: Disks,
-                    evidence: EvidenceLog) -> None:
+def test_disk_usage(clickhouse: ClickHouseClient, clickhouse_system_disks: bool,
+                    clickhouse_disks: Disks, evidence: EvidenceLog) -> None:
     """Each disk in ``system.disks`` has space left (free of total, less keep_free_space)."""
     for disk in sized_disks(clickhouse_disks, evidence):
         assert disk.used_pct is not None
@@ -50,8 +50,9 @@ def test_disk_usage(clickhouse: ClickHouseClient, clickhouse_disks: Disks,
 
 
 @pytest.mark.daily
-def test_disk_trend(clickhouse: ClickHouseClient, clickhouse_disks: Disks,
-                    capacity_history: History, evidence: EvidenceLog) -> None:
+def test_disk_trend(clickhouse: ClickHouseClient, clickhouse_system_disks: bool,
+                    clickhouse_disks: Disks, capacity_history: History,
+                    evidence: EvidenceLog) -> None:
     """Days until each disk is full, from its history (Theil-Sen); SKIP while no disk has
     enough history."""
     disks = sized_disks(clickhouse_disks, evidence)

@@ -128,7 +128,7 @@ class BackupSeeder:
 
     def _scratch(self) -> None:
         """The drill's role: it may create databases, owned by the application's role as in
-        production (so the dump's ownership restores), and nothing else."""
+        production (so the dump's ownership restores), and read statistics; nothing else."""
         with self._admin() as conn:
             conn.execute("SET log_statement = 'none'")  # the password stays out of the log
             conn.execute(sql.SQL("CREATE ROLE {} LOGIN CREATEDB PASSWORD {}").format(
@@ -136,6 +136,10 @@ class BackupSeeder:
             conn.execute("RESET log_statement")
             conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(APP_ROLE),
                                                           sql.Identifier(RESTORE_ROLE)))
+            # The daily capacity checks of scratch-db count every role's sessions; the
+            # statistics grant only (pg_hba.conf stays out of its reach).
+            conn.execute(sql.SQL("GRANT pg_read_all_stats TO {}").format(
+                sql.Identifier(RESTORE_ROLE)))
             conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
                 sql.Identifier(SCRATCH_DATABASE), sql.Identifier(RESTORE_ROLE)))
 

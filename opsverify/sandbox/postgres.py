@@ -55,6 +55,9 @@ def bindir() -> Path | None:
 
 IDLE_SESSIONS = 4
 IDLE_AGE_S = 1.2  # the sandbox environment counts sessions idle over 1 s as stale
+EXHAUSTED_SHARE = 0.9  # of max_connections the leaking pool holds (pg-connections-exhausted)
+STALE_SLOT = "reporting_replica"  # a decommissioned replica's slot, never dropped
+STALE_SLOT_SEGMENTS = 4  # 16 MiB WAL segments it keeps: past the sandbox db's 32 MiB crit
 
 
 class PostgresServer:
@@ -70,6 +73,11 @@ class PostgresServer:
                            "maintenance window and never back on): no WAL reaches the archive",
         "pg-trust-auth": f"pg_hba.conf gains a line that trusts {APP_ROLE} from 127.0.0.1 "
                          "(added 'for a minute' while debugging), and is reloaded",
+        "pg-connections-exhausted": "the application's pool holds 90 % of max_connections, "
+                                    "each session idle in transaction (a missing commit)",
+        "replication-slot-stale": f"the slot {STALE_SLOT} of a decommissioned replica is "
+                                  f"left behind: inactive, it keeps {STALE_SLOT_SEGMENTS} "
+                                  "WAL segments written since",
     }
 
     def __init__(self, spec: PostgresComponent, ctx: SandboxContext) -> None:
@@ -81,6 +89,9 @@ class PostgresServer:
         self.sockdir = ctx.workdir / "pg-socket"
         self.archive = ctx.workdir / WAL_ARCHIVE
         self.archive_mode = "off" if "wal-archive-off" in ctx.faults else "on"
+        # 90 % of 50 leaves 5 slots, 3 of them kept for superusers: none would be left for
+        # opsverify's own sessions, so the exhausted server reserves none.
+        self.reserved = "0" if "pg-connections-exhausted" in ctx.faults else "3"
         self.log = ctx.workdir / "postgres.log"
         self.tls = TlsFiles.under(ctx.workdir / PRIMARY_TLS)  # written by prepare()
         self.process: subprocess.Popen[bytes] | None = None
@@ -141,8 +152,8 @@ class PostgresServer:
              "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
              "-c", "log_statement=all", "-c", "log_line_prefix=%m [%p] %u@%d %a: ",
              "-c", "max_connections=50", "-c", "shared_buffers=32MB",
-             *SECURE_SETTINGS, "-c", f"ssl_cert_file={self.tls.cert}",
-             "-c", f"ssl_key_file={self.tls.key}",
+             "-c", f"superuser_reserved_connections={self.reserved}", *SECURE_SETTINGS,
+             "-c", f"ssl_cert_file={self.tls.cert}", "-c", f"ssl_key_file={self.tls.key}",
              # WAL archiving, as a PITR setup has it (checks/backup/test_postgres.py).
              "-c", f"archive_mode={self.archive_mode}", "-c", "archive_command=test ! -f "
              f"{shlex.quote(str(self.archive))}/%f && cp %p {shlex.quote(str(self.archive))}/%f"],
@@ -223,6 +234,10 @@ class PostgresServer:
             opened = time.monotonic()
             self.open_idle_sessions(IDLE_SESSIONS)
             time.sleep(max(0.0, IDLE_AGE_S - (time.monotonic() - opened)))
+        if "replication-slot-stale" in faults:
+            self.add_stale_slot()
+        if "pg-connections-exhausted" in faults:
+            self.exhaust_connections()
 
     def open_idle_sessions(self, count: int) -> None:
         """Application sessions left idle, as a leaking connection pool leaves them."""
@@ -231,6 +246,43 @@ class PostgresServer:
                                    application_name="ts-forecast-worker")
             conn.execute("SELECT 1")
             self._idle.append(conn)
+
+    def exhaust_connections(self) -> None:
+        """The application's sessions take 90 % of max_connections and sit idle in
+        transaction (not idle: that is the idle-connections fault); opsverify's own
+        session makes it 92 %."""
+        with self._admin() as conn:  # sessions to open: not counting this one
+            row = conn.execute(
+                "SELECT (ceil(current_setting('max_connections')::int * %s) - count(*) + 1)"
+                "::int FROM pg_stat_activity WHERE backend_type = 'client backend'",
+                (EXHAUSTED_SHARE,)).fetchone()
+        assert row is not None
+        assert isinstance(row[0], int)
+        for _ in range(row[0]):
+            # Not autocommit: the first statement opens a transaction that is never ended.
+            session = psycopg.connect(self.app_dsn, connect_timeout=10,
+                                      application_name="ts-forecast-worker")
+            session.execute("SELECT 1")
+            self._idle.append(session)
+
+    def add_stale_slot(self) -> None:
+        """An inactive physical slot that reserved WAL, then segments written past it; waits
+        until the archiver has them, so that no check sees WAL waiting to be archived."""
+        with self._admin() as conn:
+            conn.execute("SELECT pg_create_physical_replication_slot(%s, true)", (STALE_SLOT,))
+            last = None
+            for _ in range(STALE_SLOT_SEGMENTS):
+                conn.execute("CHECKPOINT")  # WAL to switch away from
+                last = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()
+            if self.archive_mode == "off" or last is None:
+                return
+
+            def archived() -> bool:
+                row = conn.execute("SELECT coalesce(last_archived_wal, '') >= %s "
+                                   "FROM pg_stat_archiver", (last[0],)).fetchone()
+                return bool(row and row[0])
+
+            wait_until(archived, timeout_s=15, what="the WAL archiver")
 
     def trust_app_role(self) -> None:
         """Put a trust line first in pg_hba.conf and reload: the application role logs in

@@ -38,6 +38,9 @@ class ClickHouseTarget(TargetSpec):
     verify_tls: bool | str = True  # True, False, or a CA bundle path
     # Databases that must exist, each with the tables it must hold: {gogooku3: [prices]}
     databases: dict[str, list[str]] = Field(default_factory=dict)
+    # Space left on each disk of system.disks (checks/capacity/); false for a server older
+    # than ClickHouse 19.15, which has no system.disks (its host's df says instead).
+    system_disks: bool = True
 
     @field_validator("url")
     @classmethod

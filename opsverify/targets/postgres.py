@@ -104,6 +104,12 @@ class PostgresTarget(TargetSpec):
     # WAL archiving (PITR): true = required, a server that does not archive FAILs; false =
     # not checked (a replica that does not archive); unset = checked where it is switched on.
     wal_archiving: bool | None = None
+    # What the DSN's database may grow to (its volume, its plan's quota), judged by
+    # postgres.database_size_pct; unset: the database size is not checked.
+    capacity_bytes: int | None = Field(default=None, gt=0)
+    # Noise floors of the weekly review (runbook: n_dead_tup > 1000, indexes over 10 MB).
+    dead_tuple_min_rows: int = Field(default=1000, ge=0)
+    unused_index_min_bytes: int = Field(default=10 * 1024 * 1024, ge=0)
     sql_checks: list[SqlCheck] = Field(default_factory=list)
     security: PostgresSecurity = Field(default_factory=PostgresSecurity)
 
