@@ -236,3 +236,56 @@ OTHER_CHECK = '''
 def test_other(host, host_filesystem, evidence):
     evidence.expect("other.value", 1, equals=1)
 '''
+
+
+SANDBOX_HOST = """
+settings: {timeout_s: 5}
+sandbox:
+  history:
+    days: 14
+    series:
+      - {target: localhost, metric: host.disk_used_pct, item: /, read: disk, path: /}
+      - {target: localhost, metric: host.inodes_used_pct, item: /, read: inodes, path: /}
+      - {target: localhost, metric: host.memory_used_pct, read: memory}
+      - {target: localhost, metric: host.path_bytes, item: logs, unit: bytes,
+         capacity: 67108864, read: files, path: "*.log"}
+history: {path: "${SANDBOX_HISTORY}"}
+targets:
+  localhost:
+    type: host
+    url: local
+    filesystems: [/]
+    memory: true
+    paths: [{name: logs, path: "${SANDBOX_DIR}/*.log", max_bytes: 67108864,
+             warn_bytes: 58720256}]
+"""
+TRENDS = {"test_disk_trend[localhost:/]", "test_inodes_trend[localhost:/]",
+          "test_memory_trend[localhost]", "test_path_trend[localhost:logs]"}
+
+
+@pytest.mark.parametrize("fault", ["none", "disk-filling"])
+def test_disk_filling_turns_exactly_the_logs_trend_red(project: Project, fault: str) -> None:
+    project.copy_check("checks/capacity/test_host.py")
+    args = ["--sandbox-fault", fault] if fault != "none" else []
+    result, checks = project.run_checks("sandbox", SANDBOX_HOST, "-m", "daily", *args)
+    red = {k: c for k, c in checks.items() if c["outcome"] in ("FAIL", "ERROR", "WARN")}
+    assert TRENDS <= set(checks), sorted(checks)
+    if fault == "none":
+        assert red == {}, result.output
+        assert all(next(m["value"] for m in checks[k]["evidence"] if m["name"] == "trend")
+                   .startswith("no growth") for k in TRENDS), result.output
+        return
+    assert set(red) == {"test_path_trend[localhost:logs]"}, result.output
+    check = red["test_path_trend[localhost:logs]"]
+    days = next(m for m in check["evidence"] if m["name"] == "host.path.days_left")
+    # A week of growth that fills the 64 MiB in 5 days from 70 %: the estimate says so
+    # (the servers' own logs add a little), and the crit (7 days) is what failed.
+    assert 4.0 < days["value"] < 5.5 and days["verdict"] == "FAIL", check["evidence"]
+    trend_line = next(m["value"] for m in check["evidence"] if m["name"] == "trend")
+    assert trend_line.startswith("full in ") and "8 samples over 7 days" in trend_line
+    assert "FAIL  checks/capacity/test_host.py::test_path_trend[localhost:logs]: " in (
+        result.stdout)
+    # The logs are really that large: the size check measured them, under its warn.
+    size = next(m for m in checks["test_path_size[localhost:logs]"]["evidence"]
+                if m["name"] == "host.path_bytes")
+    assert 0.69 * 2**26 < size["value"] < 0.8 * 2**26 and size["verdict"] == "PASS"

@@ -130,6 +130,19 @@ def test_path_size(host: HostClient, host_path: DeclaredPath, host_path_size: Pa
 
 # -- trends: the days until full, from the history the checks above keep ------------------------
 @pytest.mark.daily
+def test_path_trend(host: HostClient, host_path: DeclaredPath, host_path_size: PathSize,
+                    capacity_history: History, evidence: EvidenceLog) -> None:
+    """Days until the files a declared glob matches reach its ``max_bytes``, from their
+    history (Theil-Sen): the logs that nobody rotates."""
+    if host_path.max_bytes is None:
+        pytest.skip(f"{host_path.label}: no max_bytes, so nothing to count the days to")
+    if not host_path_size.entries:
+        pytest.skip(f"no file matches {host_path.path}: test_path_size fails for it")
+    judge_trend(evidence, capacity_history, "host.path_bytes", host_path_size.total_bytes,
+                host_path.max_bytes, days_left_id="host.path.days_left", unit="bytes")
+
+
+@pytest.mark.daily
 def test_disk_trend(host: HostClient, host_filesystem: str, host_disk_usage: DiskUsage | None,
                     capacity_history: History, evidence: EvidenceLog) -> None:
     """Days until the file system is full, from its history (Theil-Sen)."""

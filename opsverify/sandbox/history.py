@@ -1,13 +1,15 @@
 """A seeded run history for the sandbox: its servers are new every run, so without one every
 trend check would say "insufficient history". The readings are synthetic and say so: flat
-for ``days`` at the value read when the sandbox starts, or, with ``disk-filling``, a file
-system growing at the rate that fills it in five days, ending at what ``df`` says now.
+for ``days`` at the value read when the sandbox starts. With ``disk-filling`` the sandbox's
+logs are real and large (70 % of their declared limit, a file written for it) and their
+history says they grew to that over a week at the rate that fills the limit in five days.
 """
 
 from __future__ import annotations
 
 import os
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import ClassVar
 
 from opsverify.history import Sample
@@ -15,18 +17,21 @@ from opsverify.sandbox.base import SandboxContext
 from opsverify.sandbox.spec import HistoryComponent, SeriesSeed
 
 FILL_DAYS = 5.0  # disk-filling: full this many days from now, under the 7-day crit
+FILL_SHARE = 0.7  # ...from this share of the limit, written as a real file
+FILL_HISTORY_DAYS = 7  # a week of growth: 28 % of the limit then, 70 % now
 
 
 class HistorySeeder:
     name: ClassVar[str] = "history"
     install_hint: ClassVar[str] = "nothing: a file"
     faults: ClassVar[dict[str, str]] = {
-        "disk-filling": "the history of the local disk grows to full in 5 days (days-until-"
-                        "full trend: crit under 7)",
+        "disk-filling": "the sandbox's logs fill 70 % of their limit, after a week of growth "
+                        "that fills it in 5 days (days-until-full trend: crit under 7)",
     }
 
     def __init__(self, spec: HistoryComponent, ctx: SandboxContext) -> None:
         self.spec = spec
+        self.workdir = ctx.workdir
         self.path = ctx.workdir / "history.jsonl"
         self.filling = "disk-filling" in ctx.faults
         self.port = 0  # a file: nothing listens
@@ -36,10 +41,36 @@ class HistorySeeder:
 
     def prepare(self) -> None:
         now = datetime.now(UTC)
-        lines = [s.to_json() for seed in self.spec.series
-                 for s in seed_samples(seed, now, self.spec.days,
-                                       filling=self.filling and seed.read == "disk")]
+        lines = []
+        for seed in self.spec.series:
+            if self.filling and seed.read == "files":
+                lines += [s.to_json() for s in self._fill(seed, now)]
+            else:
+                lines += [s.to_json() for s in seed_samples(seed, now, self.spec.days,
+                                                            self.workdir)]
         self.path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        # Its own log, as every sandbox server keeps one: what was seeded, for a reader
+        # wondering where a trend's readings came from.
+        (self.workdir / "history-seed.log").write_text(
+            f"{now:%Y-%m-%dT%H:%M:%SZ} seeded {len(lines)} synthetic readings of "
+            f"{len(self.spec.series)} metrics into {self.path.name}"
+            f"{' (disk-filling)' if self.filling else ''}\n", encoding="utf-8")
+
+    def _fill(self, seed: SeriesSeed, now: datetime) -> list[Sample]:
+        """Write the file that makes the logs 70 % of their limit; a week of history that
+        grew to it at the rate that reaches the limit in five days."""
+        target = FILL_SHARE * seed.capacity
+        filler = self.workdir / "filling.log"
+        with filler.open("wb") as f:
+            chunk = b"opsverify sandbox disk-filling: a log nobody rotates\n" * 1024
+            remaining = int(target - current(seed, self.workdir))
+            while remaining > 0:
+                f.write(chunk[:remaining])
+                remaining -= len(chunk)
+        per_day = (seed.capacity - target) / FILL_DAYS
+        return [Sample(now - timedelta(days=ago), seed.target, seed.metric, seed.item,
+                       round(target - per_day * ago), seed.unit, seed.capacity)
+                for ago in range(FILL_HISTORY_DAYS, 0, -1)]
 
     def launch(self) -> None:
         pass
@@ -54,21 +85,14 @@ class HistorySeeder:
         pass
 
 
-def seed_samples(seed: SeriesSeed, now: datetime, days: int, *,
-                 filling: bool = False) -> list[Sample]:
-    """One reading a day for ``days`` days, the last a day before ``now``."""
-    value = current(seed)
-    capacity = seed.capacity
-    per_day = (capacity - value) / FILL_DAYS if filling else 0.0
-    out = []
-    for ago in range(days, 0, -1):
-        reading = max(0.0, value - per_day * ago)
-        out.append(Sample(now - timedelta(days=ago), seed.target, seed.metric, seed.item,
-                          round(reading, 3), seed.unit, capacity))
-    return out
+def seed_samples(seed: SeriesSeed, now: datetime, days: int, workdir: Path) -> list[Sample]:
+    """One reading a day for ``days`` days, flat, the last a day before ``now``."""
+    value = round(current(seed, workdir), 3)
+    return [Sample(now - timedelta(days=ago), seed.target, seed.metric, seed.item, value,
+                   seed.unit, seed.capacity) for ago in range(days, 0, -1)]
 
 
-def current(seed: SeriesSeed) -> float:
+def current(seed: SeriesSeed, workdir: Path) -> float:
     """The value the flat history sits at: given, or read from this machine now."""
     if seed.read == "disk":
         st = os.statvfs(seed.path)
@@ -86,5 +110,7 @@ def current(seed: SeriesSeed) -> float:
                 fields[key] = int(rest.split()[0])
         total = fields["MemTotal"]
         return round(100.0 * (total - fields["MemAvailable"]) / total, 1)
+    if seed.read == "files":
+        return float(sum(p.stat().st_size for p in workdir.glob(seed.path) if p.is_file()))
     assert seed.value is not None
     return seed.value

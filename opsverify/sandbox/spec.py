@@ -69,7 +69,8 @@ class BackupsComponent(Section):
 
 class SeriesSeed(Section):
     """One metric's synthetic history: flat at ``value``, or at what this machine's ``read``
-    (``disk``/``inodes`` of ``path``, ``memory``) says when the sandbox starts."""
+    says when the sandbox starts: ``disk``/``inodes`` of ``path``, ``memory``, or the bytes
+    of the ``files`` a glob ``path`` matches in the sandbox's directory."""
 
     target: str
     metric: str
@@ -77,7 +78,7 @@ class SeriesSeed(Section):
     unit: str = "%"
     capacity: float = 100.0
     value: float | None = None
-    read: Literal["disk", "inodes", "memory"] | None = None
+    read: Literal["disk", "inodes", "memory", "files"] | None = None
     path: str = "/"
 
     @model_validator(mode="after")
