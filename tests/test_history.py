@@ -57,7 +57,8 @@ def test_a_filling_disk_is_full_in_days_within_its_interval() -> None:
 def test_flat_history_is_no_growth() -> None:
     fit = trend.fit(series(FLAT))
     assert isinstance(fit, trend.Fit)
-    assert not fit.growing and fit.days_left is None
+    assert not fit.growing
+    assert fit.days_left is None
     assert fit.describe().startswith("no growth (+0.0 %/day")
 
 
@@ -65,7 +66,8 @@ def test_one_spike_does_not_move_the_estimate() -> None:
     spiked = list(GROWING)
     spiked[5] = 99.0  # a burst of temporary files, cleaned up the next day
     fit = trend.fit(series(spiked))
-    assert isinstance(fit, trend.Fit) and fit.days_left is not None
+    assert isinstance(fit, trend.Fit)
+    assert fit.days_left is not None
     assert fit.days_left == pytest.approx(14.1 / GROWING_FIT[0], rel=0.1)
 
 
@@ -74,7 +76,8 @@ def test_too_little_history_is_insufficient() -> None:
     assert isinstance(few, trend.Insufficient)
     assert few.describe() == "insufficient history: 3 samples over 48.0 hours"
     short = trend.fit(series(GROWING, step=timedelta(hours=1)))
-    assert isinstance(short, trend.Insufficient) and short.samples == 14
+    assert isinstance(short, trend.Insufficient)
+    assert short.samples == 14
     assert trend.fit(series(GROWING, step=timedelta(hours=1)), min_span_hours=12) != short
 
 
@@ -82,17 +85,20 @@ def test_a_cleanup_or_a_resize_starts_the_fit_again() -> None:
     # 20 days of growth, then a cleanup from 90 % to 40 %: only what follows counts.
     cleaned = [50 + 2 * i for i in range(20)] + [40, 40.2, 40.1]
     used, reset_at = trend.since_reset(series(cleaned))
-    assert [s.value for s in used] == [40, 40.2, 40.1] and reset_at is not None
+    assert [s.value for s in used] == [40, 40.2, 40.1]
+    assert reset_at is not None
     assert isinstance(trend.fit(series(cleaned)), trend.Insufficient)
     # The volume grew from 100 to 200 GiB: a capacity change, even without a drop.
     resized = series([80.0] * 10 + [81.0] * 8, capacity=[100.0] * 10 + [200.0] * 8)
     used, _ = trend.since_reset(resized)
-    assert len(used) == 8 and {s.capacity for s in used} == {200.0}
+    assert len(used) == 8
+    assert {s.capacity for s in used} == {200.0}
 
 
 def test_already_full_has_no_days_left() -> None:
     fit = trend.fit(series([*GROWING[:-1], 100.0]))
-    assert isinstance(fit, trend.Fit) and fit.days_left == 0
+    assert isinstance(fit, trend.Fit)
+    assert fit.days_left == 0
     assert fit.describe().startswith("full now")
 
 
@@ -101,7 +107,8 @@ def test_a_sparkline_is_scaled_to_its_capacity() -> None:
 
     chart = svg([(NOW - timedelta(days=1), 0.0), (NOW, 100.0)], 100.0, "disk")
     assert f"points='{PAD}.0,{HEIGHT - PAD}.0 158.0,{PAD}.0'" in chart  # empty to full
-    assert chart.startswith("<svg") and "<title>disk</title>" in chart
+    assert chart.startswith("<svg")
+    assert "<title>disk</title>" in chart
     assert svg([], 100.0) == ""
 
 
@@ -114,9 +121,12 @@ def test_history_lines_round_trip_and_bad_lines_are_skipped(tmp_path: Path) -> N
                     '{"time": "2026-11-30T09:00:00", "target": "db", "metric": "m.x", '
                     '"value": true}\n')
     past = history.load(FileStore(path))
-    assert len(past) == 1 and past.skipped == 2
+    assert len(past) == 1
+    assert past.skipped == 2
     sample = past.previous("db", "postgres.txid_age", "app")
-    assert sample is not None and sample.value == 1200 and sample.capacity == 2**31
+    assert sample is not None
+    assert sample.value == 1200
+    assert sample.capacity == 2**31
     assert sample.time == datetime(2026, 11, 30, 9, tzinfo=UTC)
     assert Sample.from_json(sample.to_json()) == sample
 
@@ -152,7 +162,8 @@ def test_a_run_appends_its_readings(project: Project) -> None:
     # The report draws the metric's two readings, offline: inline SVG, no script.
     report = (project.latest("hist") / "report.html").read_text()
     assert "<title>box host.disk_used_pct /: 2 readings</title>" in report
-    assert "opsverify-sparkline" in report and "<script src=" not in report
+    assert "opsverify-sparkline" in report
+    assert "<script src=" not in report
 
 
 def test_an_unreadable_history_is_one_line_and_other_checks_keep_their_verdict(
@@ -169,7 +180,8 @@ def test_an_unreadable_history_is_one_line_and_other_checks_keep_their_verdict(
         "blocker/sub/history.jsonl: cannot read: Not a directory")
     assert checks["test_other[box:/]"]["outcome"] == "PASS"
     assert "opsverify: history not written: history " in result.output
-    assert "Traceback" not in result.output and "During handling" not in result.output
+    assert "Traceback" not in result.output
+    assert "During handling" not in result.output
 
 
 @pytest.fixture
@@ -269,7 +281,7 @@ def test_disk_filling_turns_exactly_the_logs_trend_red(project: Project, fault: 
     args = ["--sandbox-fault", fault] if fault != "none" else []
     result, checks = project.run_checks("sandbox", SANDBOX_HOST, "-m", "daily", *args)
     red = {k: c for k, c in checks.items() if c["outcome"] in ("FAIL", "ERROR", "WARN")}
-    assert TRENDS <= set(checks), sorted(checks)
+    assert set(checks) >= TRENDS, sorted(checks)
     if fault == "none":
         assert red == {}, result.output
         assert all(next(m["value"] for m in checks[k]["evidence"] if m["name"] == "trend")
@@ -280,12 +292,15 @@ def test_disk_filling_turns_exactly_the_logs_trend_red(project: Project, fault: 
     days = next(m for m in check["evidence"] if m["name"] == "host.path.days_left")
     # A week of growth that fills the 64 MiB in 5 days from 70 %: the estimate says so
     # (the servers' own logs add a little), and the crit (7 days) is what failed.
-    assert 4.0 < days["value"] < 5.5 and days["verdict"] == "FAIL", check["evidence"]
+    assert 4.0 < days["value"] < 5.5, check["evidence"]
+    assert days["verdict"] == "FAIL"
     trend_line = next(m["value"] for m in check["evidence"] if m["name"] == "trend")
-    assert trend_line.startswith("full in ") and "8 samples over 7 days" in trend_line
+    assert trend_line.startswith("full in ")
+    assert "8 samples over 7 days" in trend_line
     assert "FAIL  checks/capacity/test_host.py::test_path_trend[localhost:logs]: " in (
         result.stdout)
     # The logs are really that large: the size check measured them, under its warn.
     size = next(m for m in checks["test_path_size[localhost:logs]"]["evidence"]
                 if m["name"] == "host.path_bytes")
-    assert 0.69 * 2**26 < size["value"] < 0.8 * 2**26 and size["verdict"] == "PASS"
+    assert 0.69 * 2**26 < size["value"] < 0.8 * 2**26
+    assert size["verdict"] == "PASS"

@@ -3,7 +3,10 @@
 Its rules are the runbook's (service down for 2 m, 5xx rate) plus an always-firing
 ``Watchdog`` that the sandbox environment allows, as kube-prometheus ships one. Prometheus
 applies discovered targets on a fixed 5 s tick, so the first scrape, and with it a settled
-state, comes about 5 s after start; :meth:`PrometheusServer.ready` waits for it.
+state, comes about 5 s after start; :meth:`PrometheusServer.ready` waits for it. Its TSDB
+starts with 30 days of the demo service's requests (``http_requests_total{job="api"}``,
+backfilled by :mod:`opsverify.sandbox.prometheus_history`, then kept growing by recording
+rules) for the SLO checks.
 """
 
 from __future__ import annotations
@@ -12,11 +15,13 @@ import os
 import shutil
 import signal
 import subprocess
+import time
 from typing import Any, ClassVar
 
 import requests
 import yaml
 
+from opsverify.sandbox import prometheus_history
 from opsverify.sandbox.base import SandboxContext
 from opsverify.sandbox.process import free_port, port_open, spawn, stop, wait_until
 from opsverify.sandbox.spec import PrometheusComponent
@@ -26,6 +31,7 @@ DEAD_JOB = "ts-forecast-worker"
 FAULT_ALERT = "InjectedFault"
 WATCHDOG = "Watchdog"
 SETTLE_S = 30  # first scrape is due ~5 s after start; a loaded machine gets slack
+RETENTION = "40d"  # keeps the seeded 30 days, and a 30d SLO window's worth after them
 
 
 class PrometheusServer:
@@ -37,6 +43,8 @@ class PrometheusServer:
                                 "/-/ready answers 503",
         "alert-firing": f"an alert rule ({FAULT_ALERT}) fires in Prometheus",
         "scrape-target-unreachable": f"Prometheus scrapes a job ({DEAD_JOB}) whose port is closed",
+        "slo-burning": "the demo service's seeded request history turns 3 % 5xx in its last "
+                       "hour: the SLO's budget burns 30 times too fast",
     }
 
     def __init__(self, spec: PrometheusComponent, ctx: SandboxContext) -> None:
@@ -51,6 +59,9 @@ class PrometheusServer:
         self.storage = ctx.workdir / "prometheus"
         self.log = ctx.workdir / "prometheus.log"
         self.process: subprocess.Popen[bytes] | None = None
+        # What the TSDB holds before the server starts (a test may seed its own).
+        self.history = [prometheus_history.demo_requests(burning="slo-burning" in ctx.faults)]
+        self.seeded_at = 0.0
 
     @property
     def url(self) -> str:
@@ -67,6 +78,9 @@ class PrometheusServer:
         if shutil.which("prometheus") is None:
             raise FileNotFoundError(f"prometheus not found ({self.install_hint})")
         self.storage.mkdir(exist_ok=True)
+        # Up to now, then continued by recording rules (_rules): every window has samples.
+        self.seeded_at = time.time()
+        prometheus_history.backfill(self.storage, self.history, self.seeded_at)
         if "prometheus-not-ready" in self._faults:
             # A write-ahead log segment that never ends: the TSDB replay blocks on reading
             # it, so the server answers /-/healthy but never becomes ready.
@@ -109,7 +123,12 @@ class PrometheusServer:
             rules.append({"alert": FAULT_ALERT, "expr": "vector(1)", "for": "0s",
                           "labels": {"severity": "critical", "service": APP_JOB},
                           "annotations": {"summary": "injected by --sandbox-fault alert-firing"}})
-        return {"groups": [{"name": "ts-forecast", "rules": rules}]}
+        groups = [{"name": "ts-forecast", "rules": rules}]
+        seeded = prometheus_history.continuation_rules(self.history, self.seeded_at)
+        if seeded:  # the seeded counters go on growing after the backfill's last sample
+            groups.append({"name": "seeded-history", "rules": seeded,
+                           "interval": prometheus_history.CONTINUE_EVERY})
+        return {"groups": groups}
 
     def launch(self) -> None:
         binary = shutil.which("prometheus")
@@ -118,6 +137,7 @@ class PrometheusServer:
             binary,
             f"--config.file={self.config}",
             f"--storage.tsdb.path={self.storage}",
+            f"--storage.tsdb.retention.time={RETENTION}",
             f"--web.listen-address=127.0.0.1:{self.port}",
         ], log=self.log)
 

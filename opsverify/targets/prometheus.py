@@ -2,20 +2,31 @@
 
 The runbooks' "Prometheus :9090, alerts" becomes three questions asked of the server's own
 API: is it ready (``/-/ready``), is every scrape target up (``/api/v1/targets``), and is any
-alert firing that nobody allowed (``/api/v1/alerts``).
+alert firing that nobody allowed (``/api/v1/alerts``). Capacity asks it instant queries
+(``/api/v1/query``): the declared ``queries:`` and each SLO's errors and total per window.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
+from opsverify import slo
 from opsverify.errors import TargetUnavailable
 from opsverify.targets.base import TargetSpec
 from opsverify.targets.http import HttpClient, HttpResponse, HttpTarget, http_url
+from opsverify.targets.prometheus_slo import (
+    PromQuery,
+    QueryAnswer,
+    Series,
+    Slo,
+    SloReading,
+    unique_names,
+)
 
 
 class PrometheusTarget(TargetSpec):
@@ -27,6 +38,8 @@ class PrometheusTarget(TargetSpec):
     allowed_alerts: list[str] = Field(default_factory=list)
     # Jobs whose every scrape target must be up; absent: every active target.
     expect_up: list[str] | None = None
+    queries: list[PromQuery] = Field(default_factory=list)
+    slos: list[Slo] = Field(default_factory=list)
 
     @field_validator("url")
     @classmethod
@@ -38,6 +51,12 @@ class PrometheusTarget(TargetSpec):
     def _some_jobs(cls, value: list[str] | None) -> list[str] | None:
         if value is not None and not value:
             raise ValueError("name at least one job, or leave expect_up out for every target")
+        return value
+
+    @field_validator("queries", "slos")
+    @classmethod
+    def _unique_names(cls, value: list[Any], info: ValidationInfo) -> list[Any]:
+        unique_names(value, str(info.field_name))
         return value
 
     def address(self) -> str:
@@ -141,12 +160,54 @@ class PrometheusClient:
             for a in data.get("alerts", [])
         ]
 
+    def query(self, promql: str, *, at: float) -> QueryAnswer:
+        """One instant query evaluated at ``at`` (Unix time); the server is told the same
+        deadline, so a heavy query stops there too."""
+        path = "/api/v1/query?" + urlencode(
+            {"query": promql, "time": f"{at:.3f}", "timeout": f"{self.timeout_s:g}"})
+        response = self.get(path)
+        document = response.json()
+        # 400 bad_data, 422 execution: the query is at fault, not the server.
+        if (response.status in (400, 422) and isinstance(document, dict)
+                and document.get("status") == "error"):
+            reason = " ".join(str(document.get("error", "")).split())
+            return QueryAnswer("", refused=f"{document.get('errorType', 'error')}: {reason}")
+        data = self._data(path, response)
+        kind = str(data.get("resultType", ""))
+        result = data.get("result")
+        if kind == "scalar" and isinstance(result, list) and len(result) == 2:
+            return QueryAnswer(kind, (Series({}, float(result[1])),))
+        if kind != "vector" or not isinstance(result, list):
+            return QueryAnswer(kind)  # matrix or string: nothing a threshold applies to
+        return QueryAnswer(kind, tuple(
+            Series({str(k): str(v) for k, v in item.get("metric", {}).items()},
+                   float(item["value"][1]))
+            for item in result if isinstance(item, dict) and "value" in item))
+
+    def slo_reading(self, objective: Slo, windows: Sequence[str], *, at: float) -> SloReading:
+        """``objective``'s errors and total over each window, all evaluated at ``at``."""
+        traffic: dict[str, slo.Traffic] = {}
+        for window in windows:
+            values: dict[str, float | None] = {}
+            for part in ("errors", "total"):
+                answer = self.query(objective.promql(part, window), at=at)
+                problem = answer.refused or (
+                    "" if answer.result_type in ("vector", "scalar") else
+                    f"returns a {answer.result_type}, not an instant vector or scalar")
+                if problem:
+                    return SloReading(at, traffic, f"{part} over {window}: {problem}")
+                values[part] = answer.total()
+            traffic[window] = slo.Traffic(values["errors"], values["total"])
+        return SloReading(at, traffic)
+
     def close(self) -> None:
         self.http.close()
 
     def _api(self, path: str, *, required: bool = True) -> Any:
         """The ``data`` of a successful API answer; anything else cannot be evaluated."""
-        response = self.get(path)
+        return self._data(path, self.get(path), required=required)
+
+    def _data(self, path: str, response: HttpResponse, *, required: bool = True) -> Any:
         document = response.json()
         ok = (response.status == 200 and isinstance(document, dict)
               and document.get("status") == "success" and isinstance(document.get("data"), dict))
