@@ -9,14 +9,16 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -233,6 +235,50 @@ class DripServer:
     def close(self) -> None:
         self._stop.set()
         self.sock.close()
+
+
+def postgres_workdir(*, owned: bool = False) -> Path:
+    """A fresh directory for a test's own PostgreSQL: readable by the server, which runs as
+    an unprivileged user when the tests run as root; ``owned`` gives it to that user (for
+    an initdb of the test's own)."""
+    from opsverify.sandbox.process import unprivileged_user
+
+    workdir = Path(tempfile.mkdtemp(prefix="opsverify-test-"))
+    os.chmod(workdir, 0o755)  # noqa: S103 - the server runs as its own user
+    user = unprivileged_user() if owned else None
+    if user:
+        shutil.chown(workdir, user)
+    return workdir
+
+
+@pytest.fixture
+def start_redis(tmp_path: Path) -> Iterator[Callable[..., int]]:
+    """Start real redis-servers on free ports with extra config lines, each in its own
+    directory under the test's; returns the port. All are stopped after the test.
+
+    Usage: ``port = start_redis(f"requirepass {PASSWORD}", "maxmemory 4mb")``
+    """
+    from opsverify.sandbox.process import free_port, port_open, spawn, stop, wait_until
+
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(*lines: str) -> int:
+        port = free_port()
+        home = tmp_path / f"redis-{port}"
+        home.mkdir()
+        config = home / "redis.conf"
+        config.write_text("\n".join([f"port {port}", "bind 127.0.0.1", f"dir {home}",
+                                     'save ""', *lines]) + "\n")
+        log = home / "redis.log"
+        process = spawn([str(shutil.which("redis-server")), str(config)], log=log)
+        started.append(process)
+        wait_until(lambda: port_open(port), timeout_s=10, what="redis-server",
+                   process=process, log=log)
+        return port
+
+    yield start
+    for process in started:
+        stop(process)
 
 
 @pytest.fixture

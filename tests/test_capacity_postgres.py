@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -30,7 +27,7 @@ from opsverify.sandbox.process import free_port, spawn, stop, unprivileged_user,
 from opsverify.sandbox.spec import PostgresComponent
 from opsverify.targets.postgres import PostgresTarget
 from opsverify.targets.postgres_capacity import TXID_CAPACITY, duration_text, size_text
-from tests.conftest import Project, Result, outcomes
+from tests.conftest import Project, Result, outcomes, postgres_workdir
 
 pytestmark = pytest.mark.skipif(bindir() is None,
                                 reason="PostgreSQL not found (apt-get install postgresql)")
@@ -47,8 +44,7 @@ def sandbox_server(faults: frozenset[str] = frozenset(),
                    seed: Callable[[PostgresServer], None] | None = None,
                    ) -> Iterator[PostgresServer]:
     """The sandbox's PostgreSQL on its own: seeded, then ``seed``, then ``faults``."""
-    workdir = Path(tempfile.mkdtemp(prefix="opsverify-test-"))
-    os.chmod(workdir, 0o755)  # noqa: S103 - PostgreSQL runs as its own user
+    workdir = postgres_workdir()
     server = PostgresServer(PostgresComponent(), SandboxContext(workdir, PASSWORD, faults))
     try:
         server.prepare()
@@ -114,11 +110,8 @@ def wraparound() -> Iterator[str]:
     Returns the superuser's DSN (over the socket, trusted)."""
     binaries = bindir()
     assert binaries is not None
-    workdir = Path(tempfile.mkdtemp(prefix="opsverify-test-"))
-    os.chmod(workdir, 0o755)  # noqa: S103 - PostgreSQL runs as its own user
+    workdir = postgres_workdir(owned=True)
     user = unprivileged_user()
-    if user:
-        shutil.chown(workdir, user)
     data = workdir / "data"
     subprocess.run([str(binaries / "initdb"), "-D", str(data), "-U", "postgres",
                     "--auth-local=trust", "--no-sync", "--locale=C", "-E", "UTF8"],

@@ -11,17 +11,14 @@ import contextlib
 import json
 import shutil
 import socket
-import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 
 from opsverify.history import Sample
-from opsverify.sandbox.process import free_port, port_open, spawn, stop, wait_until
 from opsverify.targets.redis_capacity import RedisCapacity, counter_delta, parse_info
 from tests.conftest import Project, Result, outcomes, sandbox_subset
 
@@ -39,28 +36,16 @@ Start = Callable[..., str]
 
 
 @pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[Start]:
-    """Start a real redis-server with extra config lines; returns its URL."""
-    started: list[subprocess.Popen[bytes]] = []
+def redis_server(start_redis: Callable[..., int]) -> Start:
+    """Start a real redis-server with extra config lines; returns its URL.
 
+    Usage: ``url = redis_server("save 3600 1")``
+    """
     def start(*lines: str) -> str:
-        port = free_port()
-        home = tmp_path / f"redis-{port}"
-        home.mkdir()
-        config = home / "redis.conf"
-        config.write_text("\n".join([
-            f"port {port}", "bind 127.0.0.1", f"requirepass {PASSWORD}", f"dir {home}",
-            'save ""', "appendonly no", *lines]) + "\n")
-        log = home / "redis.log"
-        process = spawn([str(shutil.which("redis-server")), str(config)], log=log)
-        started.append(process)
-        wait_until(lambda: port_open(port), timeout_s=10, what="redis-server",
-                   process=process, log=log)
+        port = start_redis(f"requirepass {PASSWORD}", "appendonly no", *lines)
         return f"redis://:{PASSWORD}@127.0.0.1:{port}/0"
 
-    yield start
-    for process in started:
-        stop(process)
+    return start
 
 
 def admin(url: str) -> redis.Redis:

@@ -5,10 +5,8 @@ suite; and the read-only client allows CONFIG GET but never CONFIG SET."""
 from __future__ import annotations
 
 import shutil
-import subprocess
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -16,7 +14,7 @@ import redis
 from pydantic import ValidationError
 
 from opsverify.errors import TargetUnavailable, WriteRefused
-from opsverify.sandbox.process import free_port, port_open, spawn, stop, wait_until
+from opsverify.sandbox.process import free_port, wait_until
 from opsverify.targets.redis import RedisClient, RedisTarget
 from tests.conftest import DripServer, Project, Result
 
@@ -28,31 +26,16 @@ Start = Callable[..., str]
 
 
 @pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[Start]:
+def redis_server(start_redis: Callable[..., int]) -> Start:
     """Start a real redis-server with extra config lines; returns its URL.
 
     Usage: ``url = redis_server("save 3600 1")``
     """
-    started: list[subprocess.Popen[bytes]] = []
-
     def start(*lines: str) -> str:
-        port = free_port()
-        home = tmp_path / f"redis-{port}"
-        home.mkdir()
-        config = home / "redis.conf"
-        config.write_text("\n".join([
-            f"port {port}", "bind 127.0.0.1", f"requirepass {PASSWORD}", f"dir {home}",
-            'save ""', "appendonly no", *lines]) + "\n")
-        log = home / "redis.log"
-        process = spawn([str(shutil.which("redis-server")), str(config)], log=log)
-        started.append(process)
-        wait_until(lambda: port_open(port), timeout_s=10, what="redis-server",
-                   process=process, log=log)
+        port = start_redis(f"requirepass {PASSWORD}", "appendonly no", *lines)
         return f"redis://:{PASSWORD}@127.0.0.1:{port}/0"
 
-    yield start
-    for process in started:
-        stop(process)
+    return start
 
 
 def admin(url: str) -> redis.Redis:

@@ -7,13 +7,10 @@ least grant, proven with real roles; and every statement they send is a read
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -32,7 +29,7 @@ from opsverify.sandbox.process import (
 )
 from opsverify.sandbox.spec import PostgresComponent
 from opsverify.targets.postgres import WRITE_KEYWORDS, PostgresTarget
-from tests.conftest import Project, Result, outcomes
+from tests.conftest import Project, Result, outcomes, postgres_workdir
 
 pytestmark = pytest.mark.skipif(bindir() is None,
                                 reason="PostgreSQL not found (apt-get install postgresql)")
@@ -62,8 +59,7 @@ class Server:
 @contextlib.contextmanager
 def sandbox_server(faults: frozenset[str] = frozenset()) -> Iterator[Server]:
     """The sandbox's PostgreSQL, started on its own, with ``faults`` injected."""
-    workdir = Path(tempfile.mkdtemp(prefix="opsverify-test-"))
-    os.chmod(workdir, 0o755)  # noqa: S103 - PostgreSQL runs as its own user
+    workdir = postgres_workdir()
     server = PostgresServer(PostgresComponent(), SandboxContext(workdir, PASSWORD, faults))
     try:
         server.prepare()
@@ -90,11 +86,8 @@ def weak() -> Iterator[str]:
     Returns the superuser's DSN (over the socket, trusted)."""
     binaries = bindir()
     assert binaries is not None
-    workdir = Path(tempfile.mkdtemp(prefix="opsverify-test-"))
-    os.chmod(workdir, 0o755)  # noqa: S103 - PostgreSQL runs as its own user
+    workdir = postgres_workdir(owned=True)
     user = unprivileged_user()
-    if user:
-        shutil.chown(workdir, user)
     port = free_port()
     subprocess.run([str(binaries / "initdb"), "-D", str(workdir / "data"), "-U", "postgres",
                     "--auth-local=trust", "--auth-host=md5", "--no-sync"],

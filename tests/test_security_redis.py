@@ -7,9 +7,8 @@ naming the grant; and, watched through MONITOR, they send only reads, never
 from __future__ import annotations
 
 import shutil
-import subprocess
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,6 @@ import redis
 
 from opsverify.errors import WriteRefused
 from opsverify.sandbox.base import SandboxContext
-from opsverify.sandbox.process import free_port, port_open, spawn, stop, wait_until
 from opsverify.sandbox.redis import RedisServer
 from opsverify.sandbox.spec import RedisComponent
 from opsverify.targets.redis import RedisClient, RedisTarget
@@ -34,30 +32,16 @@ Start = Callable[..., tuple[str, int]]
 
 
 @pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[Start]:
+def redis_server(start_redis: Callable[..., int]) -> Start:
     """Start a real redis-server with config lines; returns its address and port.
 
     Usage: ``address, port = redis_server(f"requirepass {PASSWORD}")``
     """
-    started: list[subprocess.Popen[bytes]] = []
-
     def start(*lines: str) -> tuple[str, int]:
-        port = free_port()
-        home = tmp_path / f"redis-{port}"
-        home.mkdir()
-        config = home / "redis.conf"
-        config.write_text("\n".join([f"port {port}", "bind 127.0.0.1", f"dir {home}",
-                                     'save ""', *lines]) + "\n")
-        log = home / "redis.log"
-        process = spawn([str(shutil.which("redis-server")), str(config)], log=log)
-        started.append(process)
-        wait_until(lambda: port_open(port), timeout_s=10, what="redis-server",
-                   process=process, log=log)
+        port = start_redis(*lines)
         return f"127.0.0.1:{port}", port
 
-    yield start
-    for process in started:
-        stop(process)
+    return start
 
 
 def run(project: Project, urls: dict[str, str], *args: str,
