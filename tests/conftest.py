@@ -38,7 +38,8 @@ from opsverify.sandbox.spec import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-FOUNDATION = {"postgres", "postgres_replica", "redis", "app"}  # the foundation's servers
+# The foundation's servers, and the seeded history their trend checks read.
+FOUNDATION = {"postgres", "postgres_replica", "redis", "app", "history"}
 FOUNDATION_CHECKS = ["checks/health/test_http.py", "checks/health/test_postgres.py",
                      "checks/health/test_redis.py", "checks/capacity/test_postgres.py",
                      "checks/capacity/test_redis.py",

@@ -132,7 +132,8 @@ def test_evidence_to_dict_is_json_ready() -> None:
     m = log.note("when", Path("/x"))
     data = m.to_dict()
     assert data == {"name": "when", "target": "db", "value": "/x", "unit": "",
-                    "verdict": "PASS", "expected": "", "source": ""}
+                    "verdict": "PASS", "expected": "", "source": "", "item": "",
+                    "capacity": None}
 
 
 @pytest.mark.parametrize(("value", "shown"), [

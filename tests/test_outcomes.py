@@ -70,7 +70,7 @@ def test_warn_is_visible_as_warn_everywhere(project: Any) -> None:
     # Terminal: the status word, the evidence section, the summary line.
     assert re.search(rf"^{re.escape(STALE)} WARN\b", result.stdout, re.M), result.stdout
     assert f"WARN  {STALE}: {expected}" in result.stdout
-    assert re.search(r"=+ 1 warned in [\d.]+s =+$", result.stdout, re.M), result.stdout
+    assert re.search(r"\b1 warned in [\d.]+s =+$", result.stdout, re.M), result.stdout
     # JUnit: a property outcome=WARN and the evidence.
     props = junit_properties(project, "test_stale_idle_sessions[db]")
     assert ("outcome", "WARN") in props
@@ -82,7 +82,7 @@ def test_warn_is_visible_as_warn_everywhere(project: Any) -> None:
     measured = [m for m in check["evidence"] if m["name"] == "postgres.stale_idle_sessions"]
     assert measured == [{"name": "postgres.stale_idle_sessions", "target": "db", "value": 4,
                          "unit": "sessions", "verdict": "WARN", "expected": "≤ 1 sessions",
-                         "source": source}]
+                         "source": source, "item": "", "capacity": None}]
     # HTML: in the warnings section first, and as the result of the row.
     html = (project.latest() / "report.html").read_text()
     attention = html[html.index("<h3>Failures and warnings</h3>"):]

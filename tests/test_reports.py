@@ -23,7 +23,8 @@ SUMMARY_KEYS = {"schema", "run_id", "environment", "operator", "host", "started"
                 "duration_s", "revision", "exit_status", "counts", "checks", "audit"}
 CHECK_KEYS = {"nodeid", "outcome", "target", "duration_s", "evidence", "message", "plan",
               "applied", "probes"}
-EVIDENCE_KEYS = {"name", "target", "value", "unit", "verdict", "expected", "source"}
+EVIDENCE_KEYS = {"name", "target", "value", "unit", "verdict", "expected", "source", "item",
+                 "capacity"}
 OUTCOMES = ["FAIL", "ERROR", "WARN", "WAIVED", "PLAN", "SKIP", "PASS"]
 
 
@@ -32,7 +33,9 @@ OUTCOMES = ["FAIL", "ERROR", "WARN", "WAIVED", "PLAN", "SKIP", "PASS"]
 
 
 def run_dirs(project: Any, env: str = "sandbox") -> list[Path]:
-    return sorted(p for p in (project.reports / env).iterdir() if p.name != "latest")
+    # The environment's directory also holds history.jsonl (and latest): runs are dirs.
+    return sorted(p for p in (project.reports / env).iterdir()
+                  if p.name != "latest" and p.is_dir())
 
 
 def git(project: Any, *args: str) -> str:
