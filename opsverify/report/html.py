@@ -48,11 +48,13 @@ def header(run: RunSummary) -> list[str]:
     if run.audit:
         parts.append("<h3>Changes applied (audit)</h3><ul id='opsverify-audit'>")
         for entry in run.audit:
+            after = f" → {entry.get('after', '')}" if entry.get("after") else ""
             parts.append(
-                f"<li>{escape(entry.get('when', ''))} {escape(entry.get('who', ''))}: "
+                f"<li>{escape(entry.get('time', ''))} {escape(entry.get('operator', ''))}: "
                 f"{escape(entry.get('target', ''))} {escape(entry.get('action', ''))} "
-                f"{escape(entry.get('subject', ''))}: {escape(entry.get('before', ''))} → "
-                f"{escape(entry.get('after', ''))}</li>")
+                f"{escape(entry.get('identity', ''))} ({escape(entry.get('before', ''))}): "
+                f"{escape(entry.get('result', ''))}{escape(after)} "
+                f"[plan {escape(entry.get('plan_id', ''))}]</li>")
         parts.append("</ul>")
     plans = [c for c in run.checks if c.plan]
     if plans:

@@ -22,6 +22,7 @@ from psycopg.conninfo import conninfo_to_dict
 from pydantic import Field, field_validator, model_validator
 
 from opsverify.errors import MissingPrivilege, TargetUnavailable, WriteRefused
+from opsverify.remediation.postgres import PostgresRemediation
 from opsverify.targets.base import DeadlinePassed, DeclaredCheck, Section, TargetSpec, run_within
 
 READ_ONLY_VERBS = frozenset({"select", "with", "show", "explain", "values", "table"})
@@ -112,6 +113,9 @@ class PostgresTarget(TargetSpec):
     unused_index_min_bytes: int = Field(default=10 * 1024 * 1024, ge=0)
     sql_checks: list[SqlCheck] = Field(default_factory=list)
     security: PostgresSecurity = Field(default_factory=PostgresSecurity)
+    # Fixes checks/remediation/ may apply here (each also needs -m destructive and
+    # --allow-destructive): {terminate_idle_sessions: {older_than_s: 3600}}.
+    remediation: PostgresRemediation = Field(default_factory=PostgresRemediation)
 
     @field_validator("min_version", mode="before")
     @classmethod
