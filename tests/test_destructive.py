@@ -22,8 +22,10 @@ import json
 import os
 
 import psycopg
+import pytest
 
 
+@pytest.mark.daily
 def test_probe(env):
     with psycopg.connect(env.model.targets["db"].dsn, connect_timeout=5,
                          application_name="probe") as conn:
@@ -34,7 +36,7 @@ def test_probe(env):
         out.write(json.dumps({"when": os.path.basename(os.path.dirname(__file__)),
                               "pids": [row[0] for row in rows]}) + "\\n")
 '''
-REMEDIATION = "checks/remediation/test_postgres.py::test_terminate_stale_idle_sessions[db]"
+REMEDIATION = "checks/remediation/test_postgres.py::test_terminate_idle_sessions[db]"
 IDLE_SESSIONS = 4
 
 
@@ -52,9 +54,9 @@ def run_remediation(project: Any, *flags: str) -> tuple[Any, dict[str, list[int]
     """The remediation between two probes; returns the result and the pids each probe saw."""
     out = project.path / "probe.jsonl"
     result = project.run(
-        "checks/probe_before", "checks/remediation", "checks/probe_zafter",
-        "--target", "db", "--sandbox-fault", "idle-connections", *flags,
-        env={"PROBE_OUT": str(out)})
+        "checks/probe_before", REMEDIATION.removesuffix("[db]"), "checks/probe_zafter",
+        "-m", "daily or destructive", "--target", "db", "--sandbox-fault", "idle-connections",
+        *flags, env={"PROBE_OUT": str(out), "GITHUB_ACTOR": "octocat"})
     seen = {}
     if out.exists():
         for line in out.read_text().splitlines():
@@ -77,17 +79,39 @@ def check(project: Any, nodeid: str = REMEDIATION, env: str = "sandbox") -> dict
 def test_deselected_without_the_flag_and_told_how_to_enable(sandbox_project: Any) -> None:
     result = sandbox_project.run("-m", "destructive", "--target", "db")
     assert result.returncode == 5, result.output
-    assert "1 destructive check(s) deselected" in result.stdout
-    assert "add --allow-destructive=sandbox (with --plan to only see what they would do)" \
-        in result.stdout
+    assert re.search(r"opsverify: \d+ destructive check\(s\) deselected: they change "
+                     r"systems; add --allow-destructive=sandbox \(with --plan to only see "
+                     r"what they would do\)", result.stdout), result.stdout
     assert "no check was selected — a gate must not pass on nothing" in result.stdout
+
+
+def test_deselected_unless_selected_by_marker(sandbox_project: Any) -> None:
+    """The second opt-in: allowed for the environment, but not asked for by -m."""
+    result = sandbox_project.run("checks/remediation", "--target", "db",
+                                 "--allow-destructive=sandbox")
+    assert result.returncode == 5, result.output
+    assert re.search(r"destructive check\(s\) deselected: a destructive check runs only when "
+                     r"selected by name: add -m destructive", result.stdout), result.stdout
+    result = sandbox_project.run("checks/remediation", "--target", "db", "-m", "not daily",
+                                 "--allow-destructive=sandbox", "--collect-only", "-q")
+    assert REMEDIATION not in result.stdout, result.output
+
+
+def test_collected_only_for_targets_that_enable_the_action(sandbox_project: Any) -> None:
+    """The third opt-in: db lists terminate_idle_sessions under remediation:; db-cluster,
+    the same server, does not."""
+    result = sandbox_project.run("-m", "destructive", "--allow-destructive=sandbox",
+                                 "--collect-only", "-q", "-k", "terminate_idle_sessions")
+    assert result.returncode == 0, result.output
+    collected = [line for line in result.stdout.splitlines() if "::" in line]
+    assert collected == [REMEDIATION], result.stdout
 
 
 def test_deselected_among_others_the_rest_still_runs(sandbox_project: Any) -> None:
     result = sandbox_project.run("checks/remediation", "checks/health/test_redis.py",
                                  "--target", "db", "--target", "cache")
     assert result.returncode == 0, result.output
-    assert re.search(r"\b\d+ passed, 1 deselected\b", result.stdout), result.stdout
+    assert re.search(r"\b\d+ passed, \d+ deselected\b", result.stdout), result.stdout
     assert "--allow-destructive=sandbox" in result.stdout
 
 
@@ -108,6 +132,7 @@ targets:
   db:
     type: postgres
     dsn: postgresql://opsverify:never-used-pw@127.0.0.1:9/prod
+    remediation: {terminate_idle_sessions: {older_than_s: 3600}}
 """
 
 
@@ -140,8 +165,9 @@ def test_plan_changes_nothing_and_lists_the_sessions(sandbox_project: Any) -> No
     assert after == before, "--plan terminated sessions"
     assert "1 planned" in result.stdout
     for pid in before:
-        assert re.search(rf"^PLAN  {re.escape(REMEDIATION)}: db: pg_terminate_backend "
-                         rf"pid {pid} \(ts_app 'ts-forecast-worker'", result.stdout, re.M)
+        assert re.search(rf"^PLAN  {re.escape(REMEDIATION)}: db: terminate_idle_sessions "
+                         rf"pid {pid} started \S+ \(ts_app 'ts-forecast-worker' from "
+                         r"127.0.0.1, idle \d+ s\) \[plan [0-9a-f]{12}\]$", result.stdout, re.M)
     outcome = check(sandbox_project)
     assert outcome["outcome"] == "PLAN"
     assert [int(p.split("pid ")[1].split()[0]) for p in outcome["plan"]] == before
@@ -150,7 +176,7 @@ def test_plan_changes_nothing_and_lists_the_sessions(sandbox_project: Any) -> No
     assert not (sandbox_project.reports / "audit.jsonl").exists()
     html = (sandbox_project.latest() / "report.html").read_text()
     assert "Planned changes (--plan, nothing applied)" in html
-    assert f"pg_terminate_backend pid {before[0]}" in html
+    assert f"terminate_idle_sessions pid {before[0]} started" in html
 
 
 def test_applied_terminates_audits_reports_and_rechecks(sandbox_project: Any) -> None:
@@ -162,15 +188,19 @@ def test_applied_terminates_audits_reports_and_rechecks(sandbox_project: Any) ->
 
     audit = [json.loads(line) for line in
              (sandbox_project.reports / "audit.jsonl").read_text().splitlines()]
-    assert sorted(int(e["subject"].removeprefix("pid ")) for e in audit) == before
+    assert sorted(int(e["identity"].split()[1]) for e in audit) == before
+    assert len({e["plan_id"] for e in audit}) == 1
     for entry in audit:
-        assert {"when", "who", "env", "target", "action", "before", "after"} <= entry.keys()
+        assert set(entry) == {"time", "operator", "ci_actor", "env", "target", "action",
+                              "plan_id", "identity", "before", "after", "result", "check",
+                              "run_id"}
         assert entry["env"] == "sandbox"
         assert entry["target"] == "db"
-        assert entry["action"] == "pg_terminate_backend"
-        assert entry["after"] == "terminated"
-        assert entry["who"]
-        assert entry["when"].startswith("20")
+        assert entry["action"] == "terminate_idle_sessions"
+        assert (entry["result"], entry["after"]) == ("applied", "terminated")
+        assert entry["operator"]
+        assert entry["ci_actor"] == "octocat (GITHUB_ACTOR)"
+        assert entry["time"].startswith("20")
         assert "ts-forecast-worker" in entry["before"]
         assert entry["check"] == REMEDIATION
 
@@ -184,11 +214,11 @@ def test_applied_terminates_audits_reports_and_rechecks(sandbox_project: Any) ->
     html = (sandbox_project.latest() / "report.html").read_text()
     assert "Changes applied (audit)" in html
     for pid in before:
-        assert f"pg_terminate_backend pid {pid}" in html
+        assert f"terminate_idle_sessions pid {pid} started" in html
     junit = (sandbox_project.latest() / "junit.xml").read_text()
     assert junit.count('<property name="applied"') == IDLE_SESSIONS
-    assert re.search(r"^APPLIED .*pg_terminate_backend pid \d+: .* -> terminated$",
-                     result.stdout, re.M)
+    assert re.search(r"^APPLIED .*: db: terminate_idle_sessions pid \d+ started \S+: applied "
+                     r"-> terminated \[plan [0-9a-f]{12}\]$", result.stdout, re.M)
 
     # A second run appends to the same audit log.
     again, _ = run_remediation(sandbox_project, "--allow-destructive=sandbox")
@@ -207,9 +237,9 @@ def test_max_actions_stops_before_changing_anything(sandbox_project: Any) -> Non
     assert after == before, "sessions were terminated past --max-actions"
     outcome = check(sandbox_project)
     assert outcome["outcome"] == "FAIL"
-    assert outcome["message"].startswith(
-        "stopped before changing anything: 4 actions exceed --max-actions=2: "
-        "db: pg_terminate_backend pid")
+    assert re.match(r"db: terminate_idle_sessions: refused whole, nothing changed: plan "
+                    r"[0-9a-f]{12} lists 4 items, over --max-actions=2: pid \d+ started ",
+                    outcome["message"]), outcome["message"]
     assert outcome["applied"] == []
     assert not (sandbox_project.reports / "audit.jsonl").exists()
 
@@ -246,18 +276,15 @@ def test_write_capable_fixture_errors_in_a_non_destructive_check(
 NO_RECHECK = '''
 import pytest
 
-from opsverify.remediation import Action
+from opsverify.remediation.postgres import TerminateIdleSessions
 
 
 @pytest.mark.destructive
-def test_fix_without_recheck(postgres_admin, remediation, evidence):
+def test_fix_without_recheck(postgres_admin, postgres_terminate_idle_sessions, remediation,
+                             evidence):
     stale = postgres_admin.stale_idle_sessions(postgres_admin.spec.idle_session_max_age_s)
     evidence.note("stale sessions before", len(stale))  # measured before, never after
-    actions = {Action("db", "pg_terminate_backend", f"pid {s.pid}", s.application): s
-               for s in stale}
-    for action in remediation.propose(list(actions)):
-        postgres_admin.terminate(actions[action].pid)
-        remediation.done(action, after="terminated")
+    remediation.run(TerminateIdleSessions(postgres_admin, postgres_terminate_idle_sessions))
 '''
 
 
@@ -265,13 +292,14 @@ def test_a_remediation_that_never_rechecks_fails(project: Any) -> None:
     project.use_foundation()
     project.write("checks/remediation/test_careless.py", NO_RECHECK)
     result = project.run("checks/remediation/test_careless.py", "--target", "db",
-                         "--allow-destructive=sandbox", "--sandbox-fault", "idle-connections")
+                         "-m", "destructive", "--allow-destructive=sandbox",
+                         "--sandbox-fault", "idle-connections")
     assert result.returncode == 1, result.output
     nodeid = "checks/remediation/test_careless.py::test_fix_without_recheck[db]"
     outcome = check(project, nodeid)
     assert outcome["outcome"] == "FAIL"
     assert outcome["message"] == (
-        "applied 4 action(s) but did not re-check the expectation afterwards (record "
-        "evidence after the last remediation.done)")
+        "applied 4 item(s) but did not re-check the expectation afterwards (record "
+        "evidence after remediation.run)")
     # The actions were applied and audited all the same: the record must be complete.
     assert len((project.reports / "audit.jsonl").read_text().splitlines()) == IDLE_SESSIONS
