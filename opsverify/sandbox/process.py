@@ -4,20 +4,86 @@ from __future__ import annotations
 
 import os
 import pwd
+import random
 import re
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+# Ports handed out are claimed with a file each, across processes (xdist workers, parallel
+# runs): a port chosen by one and not yet bound by its server is never handed to another.
+PORT_CLAIMS = Path(tempfile.gettempdir()) / "opsverify-ports"
+
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+    """A TCP port on 127.0.0.1 that nothing listens on and that no other running opsverify
+    process was handed. Chosen below the kernel's ephemeral range, so that no client
+    socket's local port can take it between now and the server's bind."""
+    low = _ephemeral_low()
+    PORT_CLAIMS.mkdir(exist_ok=True)
+    for _ in range(500):
+        port = random.randrange(10000, low)
+        if _claim(port) and _bindable(port):
+            return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:  # all claimed: the kernel's
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _ephemeral_low() -> int:
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    return max(low, 12000)
+
+
+def _claim(port: int) -> bool:
+    claim = PORT_CLAIMS / str(port)
+    for _ in range(2):
+        try:
+            fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            if not _stale(claim):
+                return False
+            claim.unlink(missing_ok=True)
+            continue
+        except OSError:
+            return True  # no shared directory to claim in: the bind test alone decides
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        return True
+    return False
+
+
+def _stale(claim: Path) -> bool:
+    """A claim of a process that is gone."""
+    try:
+        owner = int(claim.read_text() or "0")
+    except (OSError, ValueError):
+        return True
+    if owner == os.getpid():
+        return False
+    try:
+        os.kill(owner, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def unprivileged_user() -> str | None:
