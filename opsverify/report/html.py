@@ -32,6 +32,7 @@ def header(run: RunSummary) -> list[str]:
         f"margin-right:4px'>{o} {n}</span>" for o, n in run.counts.items() if n)
     parts = [f"<div id='opsverify-header'><h2>opsverify run</h2><table>{table}</table>"
              f"<p>{badges}</p>"]
+    parts += since_last(run)
     attention = [c for c in run.ordered() if c.outcome in ("FAIL", "ERROR", "WARN")]
     if attention:
         parts.append("<h3>Failures and warnings</h3><ul id='opsverify-attention'>")
@@ -62,6 +63,29 @@ def header(run: RunSummary) -> list[str]:
         parts += [f"<li><code>{escape(c.nodeid)}</code>: {escape(p)}</li>"
                   for c in plans for p in c.plan]
         parts.append("</ul>")
+    parts.append("</div>")
+    return parts
+
+
+def since_last(run: RunSummary) -> list[str]:
+    """New failures first, then still failing (since when), then fixed."""
+    if run.previous_run is None:
+        return ["<p id='opsverify-since-last'>No earlier run of this environment to compare "
+                "with.</p>"]
+    groups = [("new", "New failures", COLOURS["FAIL"]),
+              ("still", "Still failing", COLOURS["ERROR"]),
+              ("fixed", "Fixed", COLOURS["PASS"])]
+    parts = [f"<div id='opsverify-since-last'><h3>Since the last run "
+             f"({escape(run.previous_run['started'])})</h3>"]
+    for kind, title, colour in groups:
+        found = [c for c in run.ordered() if c.since_last == kind]
+        if not found:
+            continue
+        items = "".join(
+            f"<li data-since='{kind}'><code>{escape(c.nodeid)}</code> {escape(c.outcome)}"
+            + (f", failing since {escape(c.failing_since or '')}" if kind == "still" else "")
+            + "</li>" for c in found)
+        parts.append(f"<h4 style='color:{colour}'>{title} ({len(found)})</h4><ul>{items}</ul>")
     parts.append("</div>")
     return parts
 

@@ -37,6 +37,10 @@ class CheckResult:
     applied: list[str] = field(default_factory=list)
     # The prefetched reads it judged: their own time, and how long they queued for it.
     probes: list[str] = field(default_factory=list)
+    # Against the previous run of the environment (opsverify/report/changes.py): new,
+    # still, fixed or same; and for a failing check, when its streak began.
+    since_last: str = "same"
+    failing_since: str | None = None
 
     @classmethod
     def from_reports(cls, nodeid: str, reports: list[Any]) -> CheckResult:
@@ -113,6 +117,7 @@ class RunSummary:
     checks: list[CheckResult]
     audit: list[dict[str, str]]
     run_id: str
+    previous_run: dict[str, str] | None = None
 
     @property
     def counts(self) -> dict[str, int]:
@@ -137,6 +142,7 @@ class RunSummary:
             "revision": self.revision,
             "exit_status": self.exitstatus,
             "counts": self.counts,
+            "previous_run": self.previous_run,
             # vars(), not asdict(): asdict deep-copies every evidence value (1 ms a check).
             "checks": [dict(vars(c)) for c in self.ordered()],
             "audit": self.audit,
