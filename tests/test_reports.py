@@ -212,3 +212,44 @@ def test_allure_results_are_written_only_when_asked(project: Any, tmp_path: Any,
         assert "allure-results/" in result.stdout
     if asked == "alluredir":
         assert len(list(mine.glob("*-result.json"))) == 7  # the user's path, as given
+
+
+LEAKY_CHECK = '''
+import pytest
+
+
+@pytest.mark.daily
+def test_leaky(env, evidence):
+    # A careless check that shows a DSN: the report writer must scrub its password.
+    evidence.note("dsn", env.model.targets["db"].dsn)
+'''
+
+
+def test_the_users_own_junit_and_html_paths_are_written_and_so_are_ours(project: Any) -> None:
+    """What CI test-report features are set up with: --junitxml=results.xml, --html=...;
+    the run directory keeps its own copies, and the user's files are scrubbed too."""
+    project.use_foundation()
+    project.write("checks/health/test_leaky.py", LEAKY_CHECK)
+    canary = "users-paths-canary-8d2f1e"
+    result = project.run("-m", "daily", "-p", "no:xdist", "--sandbox-fault", "stuck-run",
+                         "--junitxml=out/results.xml", "--html=out/user.html",
+                         env={"OPSVERIFY_SANDBOX_PASSWORD": canary})
+    assert result.returncode == 1, result.output
+    users_junit = project.path / "out" / "results.xml"
+    users_html = project.path / "out" / "user.html"
+    assert users_junit.is_file(), result.output
+    assert users_html.is_file()
+    (run,) = run_dirs(project)
+    ours = (run / "junit.xml").read_text()
+    theirs = users_junit.read_text()
+    for text in (ours, theirs):
+        assert 'name="test_sql_check[db:no_stuck_runs]"' in text
+        assert "<failure" in text
+        assert '<property name="evidence"' in text
+        assert "dsn = " in text  # the leaky note is there, its password is not
+    assert theirs.count("<testcase") == ours.count("<testcase") > 10
+    html = (run / "report.html").read_text()
+    assert "opsverify-header" in html
+    assert "opsverify-header" in users_html.read_text()
+    for path in (users_junit, users_html, run / "junit.xml", run / "report.html"):
+        assert canary not in path.read_text(), path
