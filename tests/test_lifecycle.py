@@ -215,6 +215,26 @@ def test_ctrl_c_stops_the_servers_and_exits_2(project: Any, tmp_path: Path,
     assert wait_gone(sandbox_dir, within_s=5) == {}
 
 
+def test_sigterm_writes_a_complete_report_set_marked_interrupted_and_exits_2(
+        project: Any, tmp_path: Path, sandbox_dir: Path) -> None:
+    """A CI job's timeout or a Kubernetes eviction: SIGTERM is handled as Ctrl-C is."""
+    proc = start_and_wait_for_sleeper(project, tmp_path, sandbox_dir)
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 2, output
+    assert time.monotonic() - started < 15, "the run did not stop within its deadline"
+    assert "stopped by signal SIGTERM" in output
+    assert wait_gone(sandbox_dir, within_s=5) == {}
+    run = project.latest()
+    assert {p.name for p in run.iterdir()} >= {"report.html", "junit.xml", "summary.json"}
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["interrupted"] is True
+    assert summary["exit_status"] == 2
+    assert summary["counts"]["PASS"] > 0  # the checks that ran before it are all there
+    assert "Interrupted" in (run / "report.html").read_text()
+
+
 def test_sigkill_of_pytest_still_stops_the_servers(project: Any, tmp_path: Path,
                                                    sandbox_dir: Path) -> None:
     """Nothing in pytest runs after SIGKILL: the kernel's parent-death signal, set by

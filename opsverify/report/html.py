@@ -7,7 +7,7 @@ from html import escape
 
 from opsverify.backup import levels
 from opsverify.evidence import fmt_value
-from opsverify.report.summary import RunSummary
+from opsverify.report.summary import INTERRUPTED, RunSummary
 
 COLOURS = {"FAIL": "#c62828", "ERROR": "#6a1b9a", "WARN": "#ef6c00", "WAIVED": "#546e7a",
            "PLAN": "#1565c0", "SKIP": "#757575", "PASS": "#2e7d32"}
@@ -25,6 +25,9 @@ def header(run: RunSummary) -> list[str]:
     ]
     if env.get("sandbox_faults"):
         rows.append(("Injected faults", ", ".join(env["sandbox_faults"])))
+    if run.exitstatus == INTERRUPTED:
+        rows.insert(0, ("Interrupted", "stopped early (Ctrl-C or SIGTERM): below are the "
+                                       "checks that ran"))
     table = "".join(f"<tr><th style='text-align:left;padding-right:1em'>{escape(k)}</th>"
                     f"<td>{escape(v)}</td></tr>" for k, v in rows)
     badges = " ".join(

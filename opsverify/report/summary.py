@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 from opsverify.backup import levels
 
+INTERRUPTED = 2  # pytest.ExitCode.INTERRUPTED, without importing pytest here
 OUTCOMES = ("FAIL", "ERROR", "WARN", "WAIVED", "PLAN", "SKIP", "PASS")
 
 
@@ -141,6 +142,8 @@ class RunSummary:
             "duration_s": round((self.finished - self.started).total_seconds(), 3),
             "revision": self.revision,
             "exit_status": self.exitstatus,
+            # Stopped early (Ctrl-C, SIGTERM): the checks listed are those that ran.
+            "interrupted": self.exitstatus == INTERRUPTED,
             "counts": self.counts,
             "previous_run": self.previous_run,
             # vars(), not asdict(): asdict deep-copies every evidence value (1 ms a check).
