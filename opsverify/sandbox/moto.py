@@ -3,9 +3,19 @@ local port, seeded like the gogooku3 MinIO bucket and the T-Developer Fargate se
 
 What moto simulates, and so what the faults can show (verified against moto 5.2):
 
-- ECS: a new service reports ``runningCount`` from ``MOTO_ECS_SERVICE_RUNNING`` (set to 1
-  here, the rest pending); ``UpdateService`` sets ``runningCount`` to the desired count. So a
-  healthy service is created and then updated, and ``ecs-degraded`` re-creates it.
+- ECS: moto runs no scheduler and starts no task for a service. A new service reports
+  ``runningCount`` from ``MOTO_ECS_SERVICE_RUNNING`` (set to 1 here, the rest pending) and a
+  deployment whose ``failedTasks`` is ``MOTO_ECS_SERVICE_FAILED_TASKS`` (1 here), rollout
+  ``IN_PROGRESS`` unless all its tasks run. The counts change only when an ``UpdateService``
+  names a ``desiredCount``: ``runningCount`` becomes that count at once (pending 0).
+  ``forceNewDeployment`` gives the service's one deployment a new id (its counts, rollout and
+  task definition stay as they were); a new ``taskDefinition`` changes the service's, not the
+  deployment's; the service only ever lists that one deployment (never the previous one,
+  which AWS keeps ACTIVE while a new revision rolls out). Registered container instances and
+  RunTask (a 500 from moto 5.2 for this task definition) do not change a service's counts.
+  So a healthy service is created and then updated, ``ecs-degraded`` re-creates it,
+  ``ecs-bad-revision`` re-creates it on a new revision, and the remediation's UpdateService
+  restates the desired count (opsverify/remediation/aws.py).
 - ELBv2: a registered target is always ``healthy`` unless it is an EC2 instance that is
   stopped (``unused``, ``Target.InvalidState``); moto runs no health checks, so
   ``alb-target-stopped`` stops an instance.
@@ -27,8 +37,9 @@ task definition takes its secret from Secrets Manager. What moto does and does n
   moto has no scanner: a scan's findings are what ``/moto-api/static/ecr/scan-finding-
   results`` was given for that image (otherwise a fixed fake HIGH finding);
   ``DescribeImages`` carries no ``imageScanFindingsSummary``.
-- Secrets Manager: a rotation needs no Lambda and is dated now (``LastRotatedDate`` cannot
-  be set in the past).
+- Secrets Manager: a rotation needs no Lambda (AWS needs one) and happens within the call:
+  a new AWSCURRENT version (for a secret that has a value), dated now (``LastRotatedDate``
+  cannot be set in the past); ``RotationRules`` turn rotation on.
 """
 
 from __future__ import annotations
@@ -53,6 +64,7 @@ IMAGE = "ami-0a1b2c3d4e5f60718"  # any id: moto does not check that the image ex
 CLUSTER = "t-developer-cluster"
 SERVICE = "t-developer-service"
 TASK_FAMILY = "t-developer"
+BAD_IMAGE_TAG = "2025.03"  # ecs-bad-revision's image: a tag the repository does not hold
 TARGET_GROUP = "t-developer-tg"
 LOAD_BALANCER = "t-developer-alb"
 LOG_GROUP = "/ecs/t-developer"
@@ -90,7 +102,11 @@ class MotoServer:
         "moto-down": "the moto server (S3 and AWS APIs) is not started: its port refuses "
                      "connections",
         "s3-prefix-missing": "every object under datasets/ is gone from the sandbox bucket",
-        "ecs-degraded": f"the ECS service {SERVICE} runs 1 of its 2 desired tasks",
+        "ecs-degraded": f"the ECS service {SERVICE} runs 1 of its 2 desired tasks (its "
+                        "deployment has a failed task)",
+        "ecs-bad-revision": f"revision 2 of {TASK_FAMILY} (image tag {BAD_IMAGE_TAG}, which "
+                            f"the repository does not hold) was rolled out to {SERVICE}: 1 "
+                            "of its 2 desired tasks runs, its deployment has a failed task",
         "alb-target-stopped": f"an instance behind the ALB target group {TARGET_GROUP} is "
                               "stopped, so its target is not healthy",
         "alarm-firing": "the CloudWatch alarm t-developer-5xx is in ALARM",
@@ -111,6 +127,7 @@ class MotoServer:
         self.process: subprocess.Popen[bytes] | None = None
         self._instances: list[str] = []
         self._network: tuple[list[str], str] = ([], "")  # subnets, security group
+        self._secret_arn = ""
 
     @property
     def endpoint(self) -> str:
@@ -130,10 +147,12 @@ class MotoServer:
                 raise FileNotFoundError(f"the moto server is not installed ({self.install_hint})")
 
     def launch(self) -> None:
-        # A new ECS service reports one running task (see the module docstring); moto's
-        # catalogue of public AMIs costs seconds at every reset and is not needed.
+        # A new ECS service reports one running task and one failed (see the module
+        # docstring); moto's catalogue of public AMIs costs seconds at every reset and is not
+        # needed.
         self.process = spawn(
-            ["env", "MOTO_ECS_SERVICE_RUNNING=1", "MOTO_EC2_LOAD_DEFAULT_AMIS=false",
+            ["env", "MOTO_ECS_SERVICE_RUNNING=1", "MOTO_ECS_SERVICE_FAILED_TASKS=1",
+             "MOTO_EC2_LOAD_DEFAULT_AMIS=false",
              sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
             log=self.log,
         )
@@ -247,26 +266,34 @@ class MotoServer:
     def _seed_ecs(self, subnets: list[str], group: str, secret: str) -> None:
         ecs = self.client("ecs")
         ecs.create_cluster(clusterName=CLUSTER)
-        ecs.register_task_definition(
+        self._secret_arn = secret
+        self.register_revision(IMAGE_TAG)
+        self._network = (subnets, group)
+        # Created at 1 task (its deployment COMPLETED), then scaled to 2: moto reports the
+        # desired count as running once a service has been updated.
+        self.create_service(desired=1)
+        ecs.update_service(cluster=CLUSTER, service=SERVICE, desiredCount=2)
+
+    def register_revision(self, image_tag: str) -> str:
+        """A new revision of the service's task definition, running ``image_tag``; its ARN."""
+        secret = self._secret_arn
+        return str(self.client("ecs").register_task_definition(
             family=TASK_FAMILY, requiresCompatibilities=["FARGATE"], networkMode="awsvpc",
             cpu="512", memory="1024",
             containerDefinitions=[{
-                "name": "api", "image": f"{REPOSITORY}:{IMAGE_TAG}", "essential": True,
+                "name": "api", "image": f"{REPOSITORY}:{image_tag}", "essential": True,
                 "portMappings": [{"containerPort": 8000}],
                 "environment": [{"name": "APP_ENV", "value": "production"},
                                 {"name": "DATABASE_SECRET_ARN", "value": secret}],
                 "secrets": [{"name": "DATABASE_PASSWORD", "valueFrom": secret}]}],
-        )
-        self._network = (subnets, group)
-        # Created at 1 task (its deployment COMPLETED), then scaled to 2: moto reports the
-        # desired count as running once a service has been updated.
-        self._create_service(desired=1)
-        ecs.update_service(cluster=CLUSTER, service=SERVICE, desiredCount=2)
+        )["taskDefinition"]["taskDefinitionArn"])
 
-    def _create_service(self, desired: int) -> None:
+    def create_service(self, desired: int, name: str = SERVICE,
+                       task_definition: str = TASK_FAMILY) -> None:
+        """A service in the cluster: 1 task running, the rest pending (module docstring)."""
         subnets, group = self._network
         self.client("ecs").create_service(
-            cluster=CLUSTER, serviceName=SERVICE, taskDefinition=TASK_FAMILY,
+            cluster=CLUSTER, serviceName=name, taskDefinition=task_definition,
             desiredCount=desired,
             launchType="FARGATE",
             networkConfiguration={"awsvpcConfiguration": {"subnets": subnets,
@@ -359,10 +386,12 @@ class MotoServer:
             for key in OBJECTS:
                 if key.startswith("datasets/"):
                     s3.delete_object(Bucket=self.spec.bucket, Key=key)
-        if "ecs-degraded" in faults:
-            ecs = self.client("ecs")
-            ecs.delete_service(cluster=CLUSTER, service=SERVICE, force=True)
-            self._create_service(desired=2)  # 1 running (rollout IN_PROGRESS), 1 pending
+        if "ecs-degraded" in faults or "ecs-bad-revision" in faults:
+            # Re-created: 1 running (rollout IN_PROGRESS, 1 failed task), 1 pending.
+            revision = (self.register_revision(BAD_IMAGE_TAG) if "ecs-bad-revision" in faults
+                        else TASK_FAMILY)
+            self.client("ecs").delete_service(cluster=CLUSTER, service=SERVICE, force=True)
+            self.create_service(desired=2, task_definition=revision)
         if "alb-target-stopped" in faults:
             self.client("ec2").stop_instances(InstanceIds=self._instances[:1])
         if "alarm-firing" in faults:

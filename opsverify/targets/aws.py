@@ -7,7 +7,8 @@ keys, a botocore configuration with connect and read deadlines and a single atte
 retries that multiply the deadline), a guard that refuses every operation but
 Describe/List/Get/Filter/Head before it is sent, a watchdog that bounds the whole
 operation, and the translation of botocore errors into one-line
-:class:`~opsverify.errors.TargetUnavailable`.
+:class:`~opsverify.errors.TargetUnavailable`. Inside a destructive check, a client built with
+``writes=REMEDIATION_WRITES`` may send those operations too, and nothing else.
 
 boto3 and botocore are imported when a client is built: a run without an AWS-API target
 never loads them (the schemas above are needed by every run, the SDK is not).
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any, Literal
@@ -26,6 +27,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator, model_validator
 
 from opsverify.errors import MissingPrivilege, TargetUnavailable, WriteRefused
+from opsverify.remediation.aws import AwsRemediation
 from opsverify.secrets import SECRETS
 from opsverify.targets.aws_security import (
     IMAGE_PAGES_MAX,
@@ -52,6 +54,10 @@ if TYPE_CHECKING:
 
 # Operation names a read-only client may send: they read, they never change anything.
 READ_PREFIXES = ("Describe", "List", "Get", "Filter", "Head")
+# The only writes a remediation client (``aws_admin``) may send: what opsverify/remediation/
+# aws.py does. Secret values are never read, not even by it.
+REMEDIATION_WRITES = frozenset({"UpdateService", "RotateSecret"})
+NEVER_SENT = frozenset({"GetSecretValue", "BatchGetSecretValue"})
 # Answers that mean "these credentials cannot be used here": the check cannot be evaluated.
 AUTH_CODES = frozenset({
     "InvalidAccessKeyId", "SignatureDoesNotMatch", "UnrecognizedClientException",
@@ -159,6 +165,15 @@ class AwsTarget(AwsTargetSpec):
     alarms: AlarmsSection | None = None
     log_groups: list[LogGroupCheck] = Field(default_factory=list)
     security: AwsSecurity = Field(default_factory=AwsSecurity)
+    remediation: AwsRemediation = Field(default_factory=AwsRemediation)
+
+    @model_validator(mode="after")
+    def _ecs_for_ecs_fixes(self) -> AwsTarget:
+        fixes = [k for k in ("ecs_redeploy", "ecs_rollback") if getattr(self.remediation, k)]
+        if fixes and self.ecs is None:
+            raise ValueError(f"remediation.{fixes[0]} acts on the services of the ecs: section; "
+                             "declare ecs: {cluster: ..., services: [...]}")
+        return self
 
     def address(self) -> str:
         return self.endpoint_address() or f"{self.region}.amazonaws.com"
@@ -251,6 +266,21 @@ def refuse_writes(model: Any, **_: Any) -> None:
         )
 
 
+def allow_only(writes: frozenset[str]) -> Callable[..., None]:
+    """A ``before-parameter-build`` hook: reads and ``writes`` leave the client, nothing else
+    (and never a secret's value)."""
+
+    def hook(model: Any, **_: Any) -> None:
+        operation = str(model.name)
+        if operation in NEVER_SENT:
+            raise WriteRefused(f"refusing AWS {operation}: opsverify never reads a secret's value")
+        if not (operation in writes or operation.startswith(READ_PREFIXES)):
+            raise WriteRefused(f"refusing AWS {operation}: this client may send reads and "
+                               f"{', '.join(sorted(writes))} only")
+
+    return hook
+
+
 class AwsApi:
     """boto3 clients for one target, each call bounded by a deadline and mapped to
     :class:`TargetUnavailable` when the target cannot answer.
@@ -260,13 +290,16 @@ class AwsApi:
     """
 
     def __init__(self, name: str, spec: AwsTargetSpec, timeout_s: float, *,
-                 writable: bool = False, where: str = "aws", **config: Any) -> None:
+                 writable: bool = False, writes: Iterable[str] = (), where: str = "aws",
+                 **config: Any) -> None:
         import boto3.session
 
         self.name = name
         self.spec = spec
         self.timeout_s = timeout_s
         self.writable = writable
+        # Not writable, but these operations besides reads (a remediation's allow-list).
+        self.writes = frozenset(writes)
         self.where = where
         self._config = boto_config(timeout_s, **config)
         self._session = boto3.session.Session(
@@ -279,21 +312,26 @@ class AwsApi:
         self._lock = threading.Lock()
 
     def client(self, service: str) -> Any:
-        """The boto3 client for ``service``; read-only unless this API was built writable."""
+        """The boto3 client for ``service``; read-only unless this API was built writable
+        (or with ``writes``, which it may send besides reads)."""
         with self._lock:
             if service not in self._clients:
                 made = self._session.client(service, endpoint_url=self.spec.endpoint_url,
                                             config=self._config)
-                if not self.writable:
+                if self.writes and not self.writable:
+                    made.meta.events.register("before-parameter-build",
+                                              allow_only(self.writes))
+                elif not self.writable:
                     made.meta.events.register("before-parameter-build", refuse_writes)
                 self._clients[service] = made
             return self._clients[service]
 
-    def call(self, service: str, method: str, *, handled: Iterable[str] = (),
+    def call(self, service: str, method: str, /, *, handled: Iterable[str] = (),
              deadline: Deadline | None = None, **params: Any) -> Reply:
         """``client(service).<method>(**params)`` within the deadline (of the whole operation
         when given). Error codes in ``handled`` come back in :attr:`Reply.error`; anything
-        else that prevents an answer raises :class:`TargetUnavailable`."""
+        else that prevents an answer raises :class:`TargetUnavailable`. Positional-only
+        ``service``: ECS's UpdateService takes a ``service`` parameter of its own."""
         import botocore.exceptions
 
         fn = getattr(self.client(service), method)
@@ -320,7 +358,7 @@ class AwsApi:
             raise self.unavailable(self._botocore_cause(exc)) from None
         return Reply(data)
 
-    def read(self, service: str, method: str, *, what: str, grant: str,
+    def read(self, service: str, method: str, /, *, what: str, grant: str,
              handled: Iterable[str] = (), deadline: Deadline | None = None,
              **params: Any) -> Reply:
         """:meth:`call`, where an answer saying these credentials may not read ``what``
@@ -385,14 +423,16 @@ def _clip(text: str) -> str:
 
 # -- the aws client ----------------------------------------------------------------------
 class AwsClient:
-    """Read-only views of ECS, ELBv2, CloudWatch and CloudWatch Logs for one ``aws`` target."""
+    """Read-only views of ECS, ELBv2, CloudWatch and CloudWatch Logs for one ``aws`` target;
+    built with ``writes`` (``REMEDIATION_WRITES``, inside a destructive check only) it may
+    send those operations too."""
 
     def __init__(self, name: str, spec: AwsTarget, timeout_s: float, *,
-                 writable: bool = False) -> None:
+                 writes: Iterable[str] = ()) -> None:
         self.name = name
         self.spec = spec
         self.timeout_s = timeout_s
-        self.api = AwsApi(name, spec, timeout_s, writable=writable, where="aws")
+        self.api = AwsApi(name, spec, timeout_s, writes=writes, where="aws")
 
     def account(self) -> str:
         """The account the credentials belong to (STS GetCallerIdentity needs no
