@@ -75,6 +75,9 @@ CAUGHT = {
     "replication-slot-stale": Caught(fails={
         "checks/capacity/test_postgres.py::test_replication_slots[db]":
             {"postgres.slot_retained_bytes": lambda v: v > 32 * 2**20}}),
+    "blocking-lock": Caught(fails={
+        "checks/health/test_postgres_locks.py::test_blocked_sessions[db]":
+            {"postgres.lock_wait_s": lambda v: v > 1}}),
     "redis-memory-full": Caught(fails={
         "checks/capacity/test_redis.py::test_memory_used_pct[cache]":
             {"redis.memory_used_pct": lambda v: 90 < v < 100}}),

@@ -14,6 +14,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import ClassVar
@@ -58,6 +59,12 @@ IDLE_AGE_S = 1.2  # the sandbox environment counts sessions idle over 1 s as sta
 EXHAUSTED_SHARE = 0.9  # of max_connections the leaking pool holds (pg-connections-exhausted)
 STALE_SLOT = "reporting_replica"  # a decommissioned replica's slot, never dropped
 STALE_SLOT_SEGMENTS = 4  # 16 MiB WAL segments it keeps: past the sandbox db's 32 MiB crit
+LOCKED_ROW = "UPDATE models SET version = version WHERE id = 1"  # blocking-lock: a row lock
+LOCK_WAIT_S = 1.2  # the sandbox db's postgres.lock_wait_s crit is 1 s
+HOLDER_APP, WAITER_APP = "ts-forecast-retrain", "ts-forecast-api"
+# dead-tuples: a flood of debug lines, purged: 6000 dead rows beside the seeded 2000 (75 %);
+# what the table holds, and so every dump of it, is as seeded.
+FLOODED_TABLE, FLOOD_ROWS = "system_logs", 6000
 
 
 class PostgresServer:
@@ -78,6 +85,13 @@ class PostgresServer:
         "replication-slot-stale": f"the slot {STALE_SLOT} of a decommissioned replica is "
                                   f"left behind: inactive, it keeps {STALE_SLOT_SEGMENTS} "
                                   "WAL segments written since",
+        "blocking-lock": f"a retraining job ({HOLDER_APP}) updated a row of models in a "
+                         "transaction whose next statement hangs; the API's update of that "
+                         f"row ({WAITER_APP}) waits for its lock",
+        "dead-tuples": f"a worker's debug logging flooded {FLOODED_TABLE} with "
+                       f"{FLOOD_ROWS} rows and the purge deleted them, with autovacuum "
+                       "switched off on that table (for a bulk load, never back on): 75 % "
+                       "of its rows are dead",
     }
 
     def __init__(self, spec: PostgresComponent, ctx: SandboxContext) -> None:
@@ -97,6 +111,7 @@ class PostgresServer:
         self.process: subprocess.Popen[bytes] | None = None
         self.user = unprivileged_user()
         self._idle: list[psycopg.Connection[tuple[object, ...]]] = []
+        self._waiter: threading.Thread | None = None  # blocking-lock's waiting session
 
     @property
     def dsn(self) -> str:
@@ -173,6 +188,8 @@ class PostgresServer:
     def stop(self) -> None:
         for conn in self._idle:
             conn.close()
+        if self._waiter is not None:  # its lock is free now: its update ends, and it
+            self._waiter.join(timeout=5)
         if self.process is not None:
             stop(self.process, signal.SIGINT)  # fast shutdown
 
@@ -223,6 +240,12 @@ class PostgresServer:
             # rails, not missing privileges, are what must stop a check from writing.
             conn.execute(sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA "
                                  "public TO {}").format(sql.Identifier(MONITOR_ROLE)))
+        with self._admin() as conn:
+            # The vacuum remediation's VACUUM: PostgreSQL before 17 (GRANT MAINTAIN) lets
+            # only the owner of a table or of its database (ts_app, both), or a member of
+            # their role, vacuum it.
+            conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(APP_ROLE),
+                                                          sql.Identifier(MONITOR_ROLE)))
 
     # -- faults -----------------------------------------------------------------------
     def inject(self, faults: frozenset[str]) -> None:
@@ -238,6 +261,63 @@ class PostgresServer:
             self.add_stale_slot()
         if "pg-connections-exhausted" in faults:
             self.exhaust_connections()
+        # Before blocking-lock: the job's open snapshot would keep the dead rows.
+        if "dead-tuples" in faults:
+            self.flood_logs()
+        if "blocking-lock" in faults:
+            self.block_on_lock()
+
+    def block_on_lock(self) -> None:
+        """A session holds a row lock in an open transaction, busy in a statement that
+        hangs (sent, never read); another session's update of that row waits for it, past
+        the sandbox db's 1 s ``postgres.lock_wait_s``. Cancelling the hung statement
+        aborts the transaction, which frees the row."""
+        holder = psycopg.connect(self.app_dsn, connect_timeout=10,
+                                 application_name=HOLDER_APP)
+        holder.execute(LOCKED_ROW)  # not autocommit: the transaction stays open
+        holder.pgconn.send_query(b"SELECT pg_sleep(86400)")
+        self._idle.append(holder)
+
+        def wait_for_the_row() -> None:
+            # Its update ends once the holder is gone (unblock, or stop), and so does it:
+            # no idle session is left behind.
+            try:
+                with psycopg.connect(self.app_dsn, autocommit=True, connect_timeout=10,
+                                     application_name=WAITER_APP) as conn:
+                    conn.execute(LOCKED_ROW)
+            except psycopg.Error:
+                pass  # the server stopped first
+
+        self._waiter = threading.Thread(target=wait_for_the_row, name="sandbox-lock-waiter",
+                                        daemon=True)
+        self._waiter.start()
+        with self._admin(self.spec.database) as conn:
+            def waiting() -> bool:
+                row = conn.execute(
+                    "SELECT count(*) FROM pg_locks AS l JOIN pg_stat_activity AS a "
+                    "ON a.pid = l.pid WHERE NOT l.granted AND a.application_name = %s",
+                    (WAITER_APP,)).fetchone()
+                return bool(row and row[0])
+
+            wait_until(waiting, timeout_s=10, what=f"{WAITER_APP} waiting for the lock")
+        time.sleep(LOCK_WAIT_S)
+
+    def flood_logs(self) -> None:
+        """Dead rows where autovacuum may not clean up after them; waits until the
+        statistics count them (the deleting backend reports them as it exits)."""
+        with self._admin(self.spec.database) as conn:
+            conn.execute("ALTER TABLE system_logs SET (autovacuum_enabled = false)")
+            conn.execute("INSERT INTO system_logs (log_level, message) SELECT 'DEBUG', "
+                         "'retrying forecast job ' || i FROM generate_series(1, %s) AS i",
+                         (FLOOD_ROWS,))
+            conn.execute("DELETE FROM system_logs WHERE log_level = 'DEBUG'")
+        with self._admin(self.spec.database) as conn:
+            def counted() -> bool:
+                row = conn.execute("SELECT n_dead_tup FROM pg_stat_user_tables "
+                                   "WHERE relname = %s", (FLOODED_TABLE,)).fetchone()
+                return bool(row and int(str(row[0])) >= FLOOD_ROWS)
+
+            wait_until(counted, timeout_s=15, what=f"the statistics of {FLOODED_TABLE}")
 
     def open_idle_sessions(self, count: int) -> None:
         """Application sessions left idle, as a leaking connection pool leaves them."""

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 import psycopg
+from psycopg import sql as pgsql
 from psycopg.conninfo import conninfo_to_dict
 from pydantic import Field, field_validator, model_validator
 
@@ -492,6 +493,58 @@ class PostgresClient:
             wait_ms = int(self.timeout_s * 1000 / 2)
             return bool(self.scalar("SELECT pg_terminate_backend(%s, %s)", (pid, wait_ms)))
         return bool(self.scalar("SELECT pg_terminate_backend(%s)", (pid,)))
+
+    def cancel(self, pid: int) -> bool:
+        if not self.writable:
+            raise WriteRefused(f"{self.name}: pg_cancel_backend from a read-only client")
+        return bool(self.scalar("SELECT pg_cancel_backend(%s)", (pid,)))
+
+    def vacuum(self, schema: str, table: str, lock_timeout_s: float) -> list[str]:
+        """``VACUUM (ANALYZE)`` one table (this session is autocommit: VACUUM cannot run in
+        a transaction block), giving up after ``lock_timeout_s`` waiting for its lock.
+        Returns the server's warnings: a table this role may not vacuum is skipped with a
+        WARNING, not an error."""
+        if not self.writable:
+            raise WriteRefused(f"{self.name}: VACUUM from a read-only client")
+        statement = pgsql.SQL("VACUUM (ANALYZE) {}.{}").format(pgsql.Identifier(schema),
+                                                               pgsql.Identifier(table))
+        warnings: list[str] = []
+
+        def keep(diag: psycopg.errors.Diagnostic) -> None:
+            if diag.severity_nonlocalized == "WARNING" and diag.message_primary:
+                warnings.append(diag.message_primary)
+
+        def run(conn: psycopg.Connection[Any]) -> None:
+            with conn.cursor() as cur:
+                cur.execute("SELECT set_config('lock_timeout', %s, false)",
+                            (f"{int(lock_timeout_s * 1000)}ms",))
+                try:
+                    cur.execute(statement)
+                finally:
+                    cur.execute("SELECT set_config('lock_timeout', %s, false)",
+                                (f"{int(self.timeout_s * 1000)}ms",))
+
+        with self._lock:
+            self._open()
+            conn = self._conn
+            assert conn is not None
+            conn.add_notice_handler(keep)
+            try:
+                self._bounded(lambda: run(conn), conn)
+            except psycopg.errors.LockNotAvailable:
+                raise RuntimeError(f"VACUUM of {schema}.{table} gave up: another session "
+                                   f"held its lock past lock_timeout "
+                                   f"({lock_timeout_s:g} s)") from None
+            except psycopg.errors.QueryCanceled:
+                raise RuntimeError(f"VACUUM of {schema}.{table} did not finish within "
+                                   f"statement_timeout ({self.timeout_s:g} s, the target's "
+                                   "timeout_s)") from None
+            except psycopg.OperationalError as exc:
+                self._conn = None
+                raise self._unavailable(_cause(exc)) from None
+            finally:
+                conn.remove_notice_handler(keep)
+        return warnings
 
     # -- internals --------------------------------------------------------------------
     def _bounded(self, fn: Callable[[], T], conn: psycopg.Connection[Any] | None) -> T:
