@@ -43,6 +43,7 @@ FOUNDATION = {"postgres", "postgres_replica", "redis", "app", "history"}
 FOUNDATION_CHECKS = ["checks/health/test_http.py", "checks/health/test_postgres.py",
                      "checks/health/test_redis.py", "checks/capacity/test_postgres.py",
                      "checks/capacity/test_redis.py", "checks/health/test_postgres_locks.py",
+                     "checks/capacity/test_redis_clients.py",
                      "checks/remediation/test_postgres.py"]
 PYPROJECT = """
 [tool.pytest.ini_options]

@@ -78,6 +78,12 @@ CAUGHT = {
     "blocking-lock": Caught(fails={
         "checks/health/test_postgres_locks.py::test_blocked_sessions[db]":
             {"postgres.lock_wait_s": lambda v: v > 1}}),
+    "redis-idle-clients": Caught(fails={
+        "checks/capacity/test_redis_clients.py::test_idle_clients[cache]":
+            {"redis.idle_clients": lambda v: v == 4}}),
+    "cache-stale": Caught(fails={
+        DETAILED: {"GET /health/detailed status": lambda v: v == 503,
+                   "/health/detailed components.cache.status": lambda v: v == "stale"}}),
     "redis-memory-full": Caught(fails={
         "checks/capacity/test_redis.py::test_memory_used_pct[cache]":
             {"redis.memory_used_pct": lambda v: 90 < v < 100}}),

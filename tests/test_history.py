@@ -260,7 +260,7 @@ sandbox:
       - {target: localhost, metric: host.inodes_used_pct, item: /, read: inodes, path: /}
       - {target: localhost, metric: host.memory_used_pct, read: memory}
       - {target: localhost, metric: host.path_bytes, item: logs, unit: bytes,
-         capacity: 67108864, read: files, path: "*.log"}
+         capacity: 67108864, read: files, path: "*.log", fills: true}
 history: {path: "${SANDBOX_HISTORY}"}
 targets:
   localhost:

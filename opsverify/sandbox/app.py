@@ -33,6 +33,8 @@ class AppServer:
         "cors-wildcard": "the demo service reflects any Origin with credentials allowed",
         "auth-bypass": "the demo service answers /api/admin/stats with 200 to anyone (an "
                        "auth middleware that lost its route)",
+        "cache-stale": "the demo service's search-results cache serves entries past their "
+                       "TTL (its invalidation stopped): /health/detailed says cache stale",
     }
 
     def __init__(self, spec: AppComponent, ctx: SandboxContext) -> None:

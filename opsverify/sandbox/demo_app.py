@@ -1,8 +1,10 @@
 """The sandbox's demo HTTP service, shaped like the runbooks' FastAPI apps.
 
 ``/health`` answers liveness, ``/health/detailed`` checks its real dependencies (TCP to the
-sandbox PostgreSQL and Redis) per component like the ERPFTS runbook, ``/metrics`` speaks the
-Prometheus text format, ``/docs`` redirects to ``/docs/`` as FastAPI behind a proxy does.
+sandbox PostgreSQL and Redis) and its search-results cache per component like the ERPFTS
+runbook, ``/metrics`` speaks the Prometheus text format, ``/docs`` redirects to ``/docs/`` as
+FastAPI behind a proxy does. ``GET /performance/cache-status`` and ``POST
+/performance/cache/clear`` are ERPFTS's cache statistics and its runbook's cache clear.
 It is secure by default, as a reviewed service is: security headers on every answer (CSP and
 framing on HTML, HSTS over TLS), CORS for its one front end, ``/api/admin/stats`` behind a
 bearer token, ``/api/search`` rate limited, its session cookie Secure and HttpOnly, TLS 1.2+.
@@ -35,6 +37,8 @@ FRONT_END = "https://forecast.example.com"  # the one origin CORS allows (ERPFTS
 HSTS = "max-age=31536000; includeSubDomains"
 CSP = "default-src 'self'; frame-ancestors 'none'; object-src 'none'; base-uri 'self'"
 RATE_LIMIT = (5, 10.0)  # requests per client per window (s) on /api/search
+CACHE_TTL_S = 3600  # ERPFTS's cache.ttl.search_results: 1 hour
+CACHE_ENTRIES = 12
 
 
 class DemoApp(ThreadingHTTPServer):
@@ -42,11 +46,12 @@ class DemoApp(ThreadingHTTPServer):
     tls = False
 
     def __init__(self, port: int, *, faults: set[str], dependencies: dict[str, int],
-                 limiter: RateLimiter) -> None:
+                 limiter: RateLimiter, cache: SearchCache | None = None) -> None:
         super().__init__(("127.0.0.1", port), Handler)
         self.faults = faults
         self.dependencies = dependencies
         self.limiter = limiter
+        self.cache = cache if cache is not None else SearchCache(stale=False)
         self.admin_token = secrets.token_urlsafe(24)  # known to nobody: every GET is refused
 
 
@@ -68,6 +73,30 @@ class RateLimiter:
                 return False
             recent.append(now)
             return True
+
+
+class SearchCache:
+    """The service's search-results cache, shared by both listeners: entries and when each
+    was stored. ``stale``: its invalidation stopped two hours ago, so every entry is past
+    its TTL (what ``cache-stale`` starts with); a clear empties it."""
+
+    def __init__(self, *, stale: bool) -> None:
+        stored = time.time() - (2 * CACHE_TTL_S if stale else 60)
+        self.entries = {f"search:{i}": stored + i for i in range(CACHE_ENTRIES)}
+        self.lock = threading.Lock()
+
+    def stats(self) -> dict[str, Any]:
+        now = time.time()
+        with self.lock:
+            ages = [now - stored for stored in self.entries.values()]
+        return {"entries": len(ages), "oldest_age_s": round(max(ages, default=0.0)),
+                "ttl_s": CACHE_TTL_S, "stale_entries": sum(1 for a in ages if a > CACHE_TTL_S)}
+
+    def clear(self) -> int:
+        with self.lock:
+            cleared = len(self.entries)
+            self.entries.clear()
+        return cleared
 
 
 class TlsDemoApp(DemoApp):
@@ -104,11 +133,29 @@ class Handler(BaseHTTPRequestHandler):
         routes = {"/health": self._health, "/health/detailed": self._detailed,
                   "/metrics": self._metrics, "/": self._root, "/docs": self._docs_redirect,
                   "/docs/": self._docs, "/api/admin/stats": self._admin,
-                  "/api/search": self._search}
+                  "/api/search": self._search, "/performance/cache-status": self._cache_status}
+        self._route(routes, path, started)
+
+    def do_POST(self) -> None:
+        started = time.perf_counter()
+        self._route({"/performance/cache/clear": self._cache_clear},
+                    self.path.split("?", 1)[0], started)
+
+    def _route(self, routes: dict[str, Any], path: str, started: float) -> None:
         handler = routes.get(path)
         status = handler() if handler else self._send_json(404, {"detail": "Not Found"})
         REQUESTS.labels(path if handler else "other", str(status)).inc()
         LATENCY.labels(path if handler else "other").observe(time.perf_counter() - started)
+
+    def _cache_status(self) -> int:
+        return self._send_json(200, {"cache_stats": self.server.cache.stats()})
+
+    def _cache_clear(self) -> int:
+        # The runbook's `curl -X POST /performance/cache/clear`; a body, if any, is ignored.
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(min(length, 65536))
+        return self._send_json(200, {"status": "cleared", "cleared": self.server.cache.clear()})
 
     def _root(self) -> int:
         return self._send_json(200, {"service": "ts-forecast-api", "version": "1.4.2"})
@@ -124,6 +171,13 @@ class Handler(BaseHTTPRequestHandler):
             ok = _tcp_ok(port)
             components[name] = {"status": "healthy" if ok else "unhealthy",
                                 "detail": f"127.0.0.1:{port} " + ("reachable" if ok else "refused")}
+        # The cache: its backend (Redis, when the app has it) and whether what it serves is
+        # past its TTL.
+        stats = self.server.cache.stats()
+        cache = components.setdefault("cache", {"status": "healthy", "backend": "memory"})
+        if cache["status"] == "healthy" and stats["stale_entries"]:
+            cache["status"] = "stale"
+        cache.update(stats)
         components["vector_db"] = {"status": "healthy", "collections": 3}
         components["embedding_model"] = {
             "status": "unhealthy" if "app-unhealthy" in self.server.faults else "healthy"}
@@ -229,12 +283,14 @@ def main() -> None:
     deps = {name: int(port) for name, port in (d.split("=", 1) for d in args.dependency)}
     faults = set(args.fault)
     limiter = RateLimiter(*RATE_LIMIT)
+    cache = SearchCache(stale="cache-stale" in faults)
     if args.tls_port:
         context = server_context(args.cert, args.key, weak="tls-weak" in faults)
         tls = TlsDemoApp(args.tls_port, context, faults=faults, dependencies=deps,
-                         limiter=limiter)
+                         limiter=limiter, cache=cache)
         threading.Thread(target=tls.serve_forever, daemon=True).start()
-    DemoApp(args.port, faults=faults, dependencies=deps, limiter=limiter).serve_forever()
+    DemoApp(args.port, faults=faults, dependencies=deps, limiter=limiter,
+            cache=cache).serve_forever()
 
 
 def server_context(cert: str, key: str, *, weak: bool = False) -> ssl.SSLContext:

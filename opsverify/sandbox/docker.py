@@ -53,6 +53,7 @@ if [ -f {HEALTH_FILE} ]; then echo "ok: {HEALTH_FILE} present"; exit 0; fi
 echo "health probe failed: {HEALTH_FILE} is missing (the app is not ready)"
 exit 1
 """
+UNHEALTHY_STREAK = 3  # failed probes the container-unhealthy fault waits for
 CRASH_LOOPS = 4  # restarts the crash-loop fault waits for: past any sandbox threshold
 NS = 1_000_000_000
 SOCKET_PATH_MAX = 100  # sun_path is 108 bytes; containerd adds its own names below exec
@@ -65,7 +66,8 @@ class DockerEngine:
     install_hint: ClassVar[str] = "apt-get install docker.io busybox-static"
     faults: ClassVar[dict[str, str]] = {
         "docker-down": "the Docker engine is not started: its socket does not exist",
-        "container-unhealthy": f"{APP}'s HEALTHCHECK fails",
+        "container-unhealthy": f"{APP}'s HEALTHCHECK fails: its readiness file (in its "
+                               "tmpfs /tmp) is gone; a restart makes it anew",
         "container-restarting": f"{SCHEDULER} exits at start, so its restart policy restarts it "
                                 "over and over",
         "container-stopped": f"{WORKER} has exited",
@@ -163,7 +165,11 @@ class DockerEngine:
             self._wait(DEBUG, lambda c: c.status == "running", "running")
         if "container-unhealthy" in faults:
             client.containers.get(APP).exec_run(["rm", "-f", HEALTH_FILE])
-            self._wait(APP, lambda c: _health(c) == "unhealthy", "unhealthy")
+            # Unhealthy for a while (the sandbox restarts containers unhealthy over 1 s):
+            # a probe a second, the first failure turned it.
+            self._wait(APP, lambda c: _health(c) == "unhealthy"
+                       and _failing_streak(c) >= UNHEALTHY_STREAK,
+                       f"unhealthy for {UNHEALTHY_STREAK} probes")
         if "container-stopped" in faults:
             client.containers.get(WORKER).stop(timeout=2)
             self._wait(WORKER, lambda c: c.status == "exited", "exited")
@@ -234,6 +240,10 @@ class DockerEngine:
 def _health(container: Container) -> str | None:
     health = container.attrs.get("State", {}).get("Health")
     return None if health is None else str(health.get("Status"))
+
+
+def _failing_streak(container: Container) -> int:
+    return int((container.attrs.get("State", {}).get("Health") or {}).get("FailingStreak") or 0)
 
 
 def static_busybox() -> Path | None:

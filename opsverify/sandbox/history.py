@@ -43,7 +43,7 @@ class HistorySeeder:
         now = datetime.now(UTC)
         lines = []
         for seed in self.spec.series:
-            if self.filling and seed.read == "files":
+            if self.filling and seed.fills:
                 lines += [s.to_json() for s in self._fill(seed, now)]
             else:
                 lines += [s.to_json() for s in seed_samples(seed, now, self.spec.days,

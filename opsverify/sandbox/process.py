@@ -16,7 +16,10 @@ from pathlib import Path
 
 # Ports handed out are claimed with a file each, across processes (xdist workers, parallel
 # runs): a port chosen by one and not yet bound by its server is never handed to another.
-PORT_CLAIMS = Path(tempfile.gettempdir()) / "opsverify-ports"
+# One place for every process, whatever its TMPDIR: /tmp where there is one.
+_SHARED_TMP = Path("/tmp")  # noqa: S108 - shared on purpose: a claim holds only a pid
+PORT_CLAIMS = (_SHARED_TMP if _SHARED_TMP.is_dir() else Path(tempfile.gettempdir())
+               ) / "opsverify-ports"
 
 
 def free_port() -> int:

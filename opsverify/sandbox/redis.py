@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 from typing import ClassVar
 
 import redis
@@ -14,6 +15,9 @@ from opsverify.sandbox.spec import RedisComponent
 
 MAXMEMORY_MB = 32  # a cache with a limit: checks/capacity/test_redis.py judges it
 FULL_PCT = 95.0  # redis-memory-full: past the check's crit (90), short of refused writes
+IDLE_CLIENTS = 4  # redis-idle-clients: past the sandbox's crit (2), as postgres's leak
+# CLIENT LIST counts idle time in whole seconds; the sandbox counts over 1 s as idle.
+IDLE_WAIT_S = 2.2
 
 
 class RedisServer:
@@ -31,6 +35,8 @@ class RedisServer:
         "redis-memory-full": f"Redis's cache fills {FULL_PCT:g} % of its maxmemory "
                              f"({MAXMEMORY_MB} MiB, noeviction): a little more and it "
                              "refuses writes",
+        "redis-idle-clients": f"the application's pool leaves {IDLE_CLIENTS} connections "
+                              "open and idle in Redis",
     }
 
     def __init__(self, spec: RedisComponent, ctx: SandboxContext) -> None:
@@ -42,6 +48,7 @@ class RedisServer:
         self.log = ctx.workdir / "redis.log"
         self.datadir = ctx.workdir / "redis"
         self.process: subprocess.Popen[bytes] | None = None
+        self.leaked: list[redis.Redis] = []  # redis-idle-clients: its open connections
 
     @property
     def url(self) -> str:
@@ -57,6 +64,17 @@ class RedisServer:
             self.lose_data_directory()
         if "redis-memory-full" in faults:
             self.fill_memory()
+        if "redis-idle-clients" in faults:
+            self.open_idle_clients(IDLE_CLIENTS)
+            time.sleep(IDLE_WAIT_S)
+
+    def open_idle_clients(self, count: int) -> None:
+        """Connections a leaking pool opened, used once and left open (held until stop)."""
+        for _ in range(count):
+            client = redis.Redis.from_url(self.url, socket_timeout=5,
+                                          client_name="forecast-worker")
+            client.get("forecast:cache:0")
+            self.leaked.append(client)
 
     def fill_memory(self, pct: float = FULL_PCT) -> None:
         """Write cached blobs until ``used_memory`` is ``pct`` % of ``maxmemory``; with
@@ -124,5 +142,7 @@ class RedisServer:
         client.close()
 
     def stop(self) -> None:
+        for client in self.leaked:
+            client.close()
         if self.process is not None:
             stop(self.process)

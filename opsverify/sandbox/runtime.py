@@ -29,6 +29,7 @@ from opsverify.sandbox.base import Component, SandboxContext
 from opsverify.sandbox.clickhouse import ClickHouseServer
 from opsverify.sandbox.docker import DockerEngine
 from opsverify.sandbox.history import HistorySeeder
+from opsverify.sandbox.logs import AppLogs
 from opsverify.sandbox.moto import MotoServer
 from opsverify.sandbox.postgres import PostgresServer
 from opsverify.sandbox.postgres_replica import PostgresReplicaServer
@@ -52,6 +53,7 @@ COMPONENTS: dict[str, Callable[[Any, SandboxContext], Component]] = {
     "docker": DockerEngine,
     "moto": MotoServer,
     "backups": BackupSeeder,  # dumps PostgreSQL, uploads to moto: after both
+    "logs": AppLogs,  # files: the application's daily logs
     "history": HistorySeeder,  # a file: trends have readings to fit
 }
 FAULTS: dict[str, str] = {

@@ -67,6 +67,13 @@ class BackupsComponent(Section):
     region: str = Field(default="eu-west-1", pattern=r"^[a-z0-9-]+$")
 
 
+class LogsComponent(Section):
+    """The application's daily logs in ``logs/`` (``<name>-YYYYmmdd.log``), three days of
+    them; ``logs-piling`` leaves weeks."""
+
+    name: str = Field(default="forecast", pattern=r"^[a-z][a-z0-9_-]*$")
+
+
 class SeriesSeed(Section):
     """One metric's synthetic history: flat at ``value``, or at what this machine's ``read``
     says when the sandbox starts: ``disk``/``inodes`` of ``path``, ``memory``, or the bytes
@@ -80,6 +87,8 @@ class SeriesSeed(Section):
     value: float | None = None
     read: Literal["disk", "inodes", "memory", "files"] | None = None
     path: str = "/"
+    # With the disk-filling fault this series (read: files) is the one that fills.
+    fills: bool = False
 
     @model_validator(mode="after")
     def _one_source(self) -> SeriesSeed:
@@ -107,6 +116,7 @@ class SandboxSpec(Section):
     moto: MotoComponent | None = None
     sshd: SshdComponent | None = None
     backups: BackupsComponent | None = None  # after postgres, moto and sshd
+    logs: LogsComponent | None = None
     history: HistoryComponent | None = None
 
     @model_validator(mode="before")

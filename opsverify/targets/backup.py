@@ -24,6 +24,7 @@ from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
+from opsverify.remediation.backup import BackupRemediation
 from opsverify.targets.base import Section, TargetSpec
 
 Format = Literal[
@@ -103,6 +104,9 @@ class BackupTarget(TargetSpec):
     checksum: list[Literal["sidecar", "s3"]] = Field(default_factory=list)
     sidecar_suffix: str = Field(default=".sha256", pattern=r"^\.[A-Za-z0-9_.-]+$")
     restore_drill: RestoreDrill | None = None
+    # Fixes checks/remediation/ may apply here (each also needs -m destructive and
+    # --allow-destructive): retention: {keep_last, keep_days}.
+    remediation: BackupRemediation = Field(default_factory=BackupRemediation)
     # Copies to the temporary directory: at most this big; the copy, and each full read of
     # it (checksum, structure), within read_timeout_s.
     max_copy_bytes: int = Field(default=8 * 1024**3, gt=0)

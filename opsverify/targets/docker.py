@@ -22,6 +22,7 @@ import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from urllib.parse import urlsplit
@@ -30,10 +31,14 @@ import requests
 from pydantic import Field, field_validator
 
 from opsverify.errors import TargetUnavailable, WriteRefused
+from opsverify.remediation.docker import DockerRemediation, parse_time
 from opsverify.secrets import SECRETS
 from opsverify.targets.base import DeadlinePassed, Section, TargetSpec, run_within
 
 READ_METHODS = frozenset({"GET", "HEAD"})
+# The one write a write-capable client sends (restart_unhealthy): POST /containers/{id}/restart,
+# with or without the API version prefix.
+RESTART_PATH = re.compile(r"^(?:/v[0-9.]+)?/containers/[0-9a-f]{12,64}/restart$")
 GLOB_CHARACTERS = frozenset("*?[")
 HEALTH_OUTPUT_CHARS = 300
 T = TypeVar("T")
@@ -81,6 +86,9 @@ class DockerTarget(TargetSpec):
     url: str  # unix:///var/run/docker.sock or tcp://127.0.0.1:2375
     containers: dict[str, ContainerExpectation] = Field(default_factory=dict)
     security: DockerSecurity = Field(default_factory=DockerSecurity)
+    # Fixes checks/remediation/ may apply here (each also needs -m destructive and
+    # --allow-destructive naming the environment).
+    remediation: DockerRemediation = Field(default_factory=DockerRemediation)
 
     @field_validator("url")
     @classmethod
@@ -318,6 +326,27 @@ def read_only_api_client() -> type[docker.APIClient]:
     return ReadOnlyAPIClient
 
 
+@functools.cache
+def restart_only_api_client() -> type[docker.APIClient]:
+    """The SDK's low-level client of a write-capable :class:`DockerClient`: reads, and a
+    restart of a container by its id; every other write is refused before it is sent."""
+    import docker
+
+    class RestartOnlyAPIClient(docker.APIClient):  # type: ignore[misc]  # the SDK is untyped
+        """Reads, and ``POST /containers/{id}/restart``; nothing else that changes state."""
+
+        def request(self, method: str | bytes, url: str | bytes, *args: Any,
+                    **kwargs: Any) -> Any:
+            verb = (method.decode() if isinstance(method, bytes) else method).upper()
+            path = urlsplit(url.decode() if isinstance(url, bytes) else url).path
+            if verb not in READ_METHODS and not (verb == "POST" and RESTART_PATH.match(path)):
+                raise WriteRefused(f"refusing Docker API {verb} {path} (a remediation sends "
+                                   "only POST /containers/{id}/restart)")
+            return super().request(method, url, *args, **kwargs)
+
+    return RestartOnlyAPIClient
+
+
 class DockerClient:
     """One Docker engine, inspected through its API with a deadline on every call.
 
@@ -326,10 +355,13 @@ class DockerClient:
     use and dropped when a call is abandoned, is guarded by ``self._lock``.
     """
 
-    def __init__(self, name: str, spec: DockerTarget, timeout_s: float) -> None:
+    def __init__(self, name: str, spec: DockerTarget, timeout_s: float, *,
+                 writable: bool = False) -> None:
         self.name = name
         self.spec = spec
         self.timeout_s = timeout_s
+        # writable: restarts containers by id (remediation only); every other write refused.
+        self.writable = writable
         self._api: docker.APIClient | None = None
         self._lock = threading.RLock()
 
@@ -394,6 +426,23 @@ class DockerClient:
             found.append(ContainerSecurity.from_inspect(data))
         return sorted(found, key=lambda c: c.name)
 
+    def inspect(self, ident: str) -> dict[str, Any] | None:
+        """``docker inspect`` of a container by id or name, as the engine answers it;
+        ``None`` when there is no such container."""
+        from docker.errors import NotFound
+
+        api = self.api
+        try:
+            return dict(self._call(lambda: api.inspect_container(ident)))
+        except NotFound:
+            return None
+
+    def engine_time(self) -> datetime:
+        """The engine's clock (``docker info``'s SystemTime): health timestamps are its."""
+        api = self.api
+        now = parse_time(str(self._call(api.info).get("SystemTime") or ""))
+        return now if now is not None else datetime.now(UTC)
+
     def matching(self, declared: DeclaredContainer) -> list[ContainerState]:
         """The containers a declaration names: one, or every match of a ``name-*`` pattern."""
         if not declared.is_pattern:
@@ -402,25 +451,44 @@ class DockerClient:
         states = [self.container(n) for n in self.names() if fnmatchcase(n, declared.name)]
         return [s for s in states if s is not None]
 
+    # -- writing (remediation only) ------------------------------------------------------
+    def restart(self, container_id: str, *, stop_timeout_s: int) -> None:
+        """``docker restart`` by full id: the process gets ``stop_timeout_s`` to stop before
+        it is killed; the deadline is the client's plus that."""
+        if not self.writable:
+            raise WriteRefused(f"{self.name}: docker restart from a read-only client")
+        from docker.errors import NotFound
+
+        api = self.api
+        try:
+            self._call(lambda: api.restart(container_id, timeout=stop_timeout_s),
+                       extra_s=stop_timeout_s)
+        except NotFound:
+            raise LookupError(f"container {container_id[:12]}: no such container (removed "
+                              "since it was inspected)") from None
+        except TargetUnavailable as exc:  # the engine's answer is the item's failure
+            raise RuntimeError(exc.cause) from None
+
     # -- internals --------------------------------------------------------------------
     def _open(self) -> docker.APIClient:
-        client_class = read_only_api_client()
+        client_class = restart_only_api_client() if self.writable else read_only_api_client()
         api = client_class(base_url=self.spec.url, version="auto", timeout=self.timeout_s,
                            user_agent="opsverify")
         # Proxies from the environment must not see (or redirect) traffic to the engine.
         api.trust_env = False
         return api
 
-    def _call(self, fn: Callable[[], T]) -> T:
+    def _call(self, fn: Callable[[], T], *, extra_s: float = 0) -> T:
         """Run one API call with the whole-operation deadline (an engine that drips bytes
         cannot hold the run past it); map failures to one line."""
         from docker.errors import NotFound
 
+        deadline = self.timeout_s + extra_s
         try:
-            return run_within(fn, self.timeout_s, name=f"opsverify-docker-{self.name}")
+            return run_within(fn, deadline, name=f"opsverify-docker-{self.name}")
         except DeadlinePassed:
             self._abandon()
-            raise self._unavailable(f"no answer within {self.timeout_s:g} s") from None
+            raise self._unavailable(f"no answer within {deadline:g} s") from None
         except (NotFound, WriteRefused):
             raise
         except Exception as exc:  # noqa: BLE001 - every other failure is one line

@@ -37,6 +37,7 @@ from testinfra.backend.local import LocalBackend
 from testinfra.modules.socket import parse_socketspec
 
 from opsverify.errors import TargetUnavailable
+from opsverify.remediation.host import HostRemediation
 from opsverify.targets import sshd
 from opsverify.targets.base import DeclaredCheck, Section, TargetSpec
 from opsverify.targets.host_capacity import (
@@ -243,6 +244,9 @@ class HostTarget(TargetSpec):
     paths: list[DeclaredPath] = Field(
         default_factory=list, description="globs whose total size is checked (du -s)")
     security: HostSecurity = Field(default_factory=HostSecurity)
+    # Fixes checks/remediation/ may apply here (each also needs -m destructive and
+    # --allow-destructive): delete_old_files: {path, pattern, older_than_days}.
+    remediation: HostRemediation = Field(default_factory=HostRemediation)
 
     @field_validator("url")
     @classmethod

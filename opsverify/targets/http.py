@@ -1,4 +1,5 @@
-"""HTTP targets: the schema of an ``http`` section and a GET/HEAD/OPTIONS-only client."""
+"""HTTP targets: the schema of an ``http`` section and a GET/HEAD/OPTIONS-only client; and,
+for a remediation only, a client that may also POST to the paths the section declares."""
 
 from __future__ import annotations
 
@@ -16,9 +17,10 @@ from typing import Any, Literal
 from urllib.parse import urljoin, urlsplit
 
 import requests
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from opsverify.errors import TargetUnavailable, WriteRefused
+from opsverify.remediation.http import HttpRemediation
 from opsverify.targets import tls
 from opsverify.targets.base import (
     Deadline,
@@ -153,11 +155,21 @@ class HttpTarget(TargetSpec):
     redirects: list[RedirectProbe] = Field(default_factory=list)
     http_checks: list[HttpCheck] = Field(default_factory=list)
     security: HttpSecurity = Field(default_factory=HttpSecurity)
+    # Fixes checks/remediation/ may apply here (each also needs -m destructive and
+    # --allow-destructive naming the environment).
+    remediation: HttpRemediation = Field(default_factory=HttpRemediation)
 
     @field_validator("url")
     @classmethod
     def _http_url(cls, value: str) -> str:
         return http_url(value)
+
+    @model_validator(mode="after")
+    def _clear_cache_is_judged(self) -> HttpTarget:
+        if self.remediation.clear_cache is not None and not self.health:
+            raise ValueError("remediation.clear_cache needs a declared health GET (health:): "
+                             "it says whether the cache needs clearing and whether that worked")
+        return self
 
     @field_validator("health", "redirects", mode="before")
     @classmethod
@@ -227,6 +239,27 @@ class ReadOnlySession(requests.Session):
         # Every request ends here, prepared ones included: the guard cannot be walked around.
         _refuse_unsafe(request.method or "")
         return super().send(request, **kwargs)
+
+
+class PostOnlySession(requests.Session):
+    """The write-capable client's second session: POST, and nothing else (its reads go
+    through a :class:`ReadOnlySession`)."""
+
+    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> Any:
+        _only_post(method)
+        kwargs.setdefault("verify", self.verify)
+        return super().request(method, url, *args, **kwargs)
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> Any:
+        _only_post(request.method or "")
+        return super().send(request, **kwargs)
+
+
+def _only_post(method: str | bytes) -> None:
+    verb = (method.decode() if isinstance(method, bytes) else method).upper()
+    if verb != "POST":
+        raise WriteRefused(f"refusing HTTP {verb} on the POST-only session (reads go through "
+                           "the read-only one)")
 
 
 def _refuse_unsafe(method: str | bytes) -> None:
@@ -347,6 +380,36 @@ class HttpClient:
         return TargetUnavailable(self.name, self.spec.address(), cause)
 
 
+class HttpWriteClient(HttpClient):
+    """An :class:`HttpClient` that may also POST, to the paths the target's ``remediation:``
+    declares and no other; exists only inside an allowed destructive check. Its GETs still
+    go through the read-only session."""
+
+    def __init__(self, name: str, spec: HttpTarget, timeout_s: float) -> None:
+        super().__init__(name, spec, timeout_s)
+        self.poster = PostOnlySession()
+        self.poster.headers["User-Agent"] = USER_AGENT
+        self.poster.verify = spec.verify_tls
+        self.allowed_posts = spec.remediation.posts()
+
+    def post(self, path: str) -> HttpResponse:
+        """POST ``path`` (no body, no redirects followed) under the whole-request deadline."""
+        if path not in self.allowed_posts:
+            declared = ", ".join(sorted(self.allowed_posts)) or "none"
+            raise WriteRefused(f"refusing HTTP POST {path}: not a declared remediation path "
+                               f"(declared: {declared})")
+        fetched = get_within(self.poster, self.url_for(path), timeout_s=self.timeout_s,
+                             verify_tls=self.spec.verify_tls, unavailable=self._unavailable,
+                             method="POST")
+        return HttpResponse(path, fetched.status, fetched.elapsed_ms, fetched.body,
+                            fetched.headers.get("content-type", ""), fetched.headers,
+                            fetched.set_cookies)
+
+    def close(self) -> None:
+        super().close()
+        self.poster.close()
+
+
 class _NoCredentials(requests.auth.AuthBase):
     """An explicit "no authentication": requests then takes none from the URL or netrc."""
 
@@ -376,18 +439,20 @@ class Fetched:
 def get_within(session: requests.Session, url: str, *, timeout_s: float,
                verify_tls: bool | str, unavailable: Callable[[str], TargetUnavailable],
                params: Mapping[str, str] | None = None,
-               headers: Mapping[str, str] | None = None, auth: Any = None) -> Fetched:
+               headers: Mapping[str, str] | None = None, auth: Any = None,
+               method: str = "GET") -> Fetched:
     """GET ``url`` without following redirects, whole answer within ``timeout_s`` (connect,
     headers, body); what keeps it from being evaluated raises ``unavailable(cause)`` with a
-    one-line cause that never holds the URL (it may carry credentials)."""
+    one-line cause that never holds the URL (it may carry credentials). ``method`` is for
+    the write-capable client's POST: the session decides what it may send."""
     deadline = Deadline.start(timeout_s)
     responses: list[requests.Response] = []
 
     def fetch() -> Fetched:
         started = time.perf_counter()
-        with session.get(url, params=params, headers=headers, auth=auth,
-                         timeout=(timeout_s, timeout_s), stream=True,
-                         allow_redirects=False) as response:
+        with session.request(method, url, params=params, headers=headers, auth=auth,
+                             timeout=(timeout_s, timeout_s), stream=True,
+                             allow_redirects=False) as response:
             responses.append(response)
             body = bytearray()
             for chunk in response.iter_content(chunk_size=65536):

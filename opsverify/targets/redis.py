@@ -1,4 +1,5 @@
-"""Redis targets: the ``redis`` section and a client that only sends read commands."""
+"""Redis targets: the ``redis`` section and a client that only sends read commands (and,
+inside a destructive check, ``CLIENT KILL``)."""
 
 from __future__ import annotations
 
@@ -13,12 +14,13 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from opsverify.errors import MissingPrivilege, TargetUnavailable, WriteRefused
+from opsverify.remediation.redis import RedisRemediation
 from opsverify.targets.base import DeadlinePassed, Section, TargetSpec, run_within
 
 READ_COMMANDS = frozenset({
     "PING", "INFO", "DBSIZE", "LASTSAVE", "ROLE", "TIME", "GET", "EXISTS", "TTL", "PTTL",
     "TYPE", "SCAN", "STRLEN", "LLEN", "SCARD", "HLEN", "ZCARD", "MEMORY", "SLOWLOG", "CONFIG",
-    "ACL",
+    "ACL", "CLIENT",
 })
 # Commands whose subcommands differ in kind: only these subcommands are reads
 # (CONFIG SET, SLOWLOG RESET and MEMORY PURGE change the server).
@@ -28,7 +30,17 @@ READ_SUBCOMMANDS: dict[str, frozenset[str]] = {
     "MEMORY": frozenset({"USAGE", "STATS", "DOCTOR"}),
     # ACL LIST shows password hashes, never passwords; SETUSER, DELUSER, LOAD, SAVE write.
     "ACL": frozenset({"LIST", "WHOAMI"}),
+    # CLIENT LIST shows connections (address, name, idle time), never credentials; KILL,
+    # PAUSE, SETNAME… change them.
+    "CLIENT": frozenset({"LIST"}),
 }
+# What a write-capable client (kill_idle_clients) sends besides reads: CLIENT KILL only.
+REMEDIATION_SUBCOMMANDS = {**READ_SUBCOMMANDS, "CLIENT": frozenset({"LIST", "KILL"})}
+# CLIENT LIST flags of connections that are never idle clients: a replica's link (S), a
+# replica's link to its master (M), a subscriber (P) or a blocked client (b), which wait by
+# design.
+NOT_IDLE_FLAGS = frozenset("SMPb")
+APPLICATION_NAME = "opsverify"
 # CONFIG GET of these would hand us a secret's value: refused even though CONFIG GET reads.
 SECRET_SETTINGS = frozenset({"REQUIREPASS", "MASTERAUTH", "MASTERUSER", "TLS-KEY-FILE-PASS",
                              "TLS-CLIENT-KEY-FILE-PASS"})
@@ -75,7 +87,12 @@ class RedisTarget(TargetSpec):
     url: str  # redis://[:password@]host:port/db, rediss:// for TLS
     role: Literal["master", "replica"] | None = None
     persistence: Persistence | None = None
+    # A client connection idle longer than this counts as idle (test_idle_clients).
+    idle_client_max_age_s: float = Field(default=3600, gt=0)
     security: RedisSecurity = Field(default_factory=RedisSecurity)
+    # Fixes checks/remediation/ may apply here (each also needs -m destructive and
+    # --allow-destructive naming the environment).
+    remediation: RedisRemediation = Field(default_factory=RedisRemediation)
 
     @field_validator("url")
     @classmethod
@@ -99,6 +116,8 @@ class RedisTarget(TargetSpec):
 class ReadOnlyRedis(redis.Redis):
     """redis-py, with every command outside :data:`READ_COMMANDS` refused before sending."""
 
+    subcommands: dict[str, frozenset[str]] = READ_SUBCOMMANDS
+
     def execute_command(self, *args: Any, **options: Any) -> Any:
         # redis-py sends some commands as one string ("CONFIG GET"), others as two words.
         words = [str(a).upper() for a in args[:2]]
@@ -106,7 +125,7 @@ class ReadOnlyRedis(redis.Redis):
         name = words[0] if words else ""
         if name not in READ_COMMANDS:
             raise WriteRefused(f"refusing Redis {name} from a non-destructive check")
-        allowed = READ_SUBCOMMANDS.get(name)
+        allowed = self.subcommands.get(name)
         if allowed is not None and (len(words) < 2 or words[1] not in allowed):
             sub = words[1] if len(words) > 1 else ""
             raise WriteRefused(f"refusing Redis {name} {sub} from a non-destructive check "
@@ -124,6 +143,57 @@ class ReadOnlyRedis(redis.Redis):
         raise WriteRefused("refusing Redis PUBSUB from a non-destructive check")
 
 
+class KillCapableRedis(ReadOnlyRedis):
+    """The write-capable client's redis-py: reads, and ``CLIENT KILL`` (remediation only)."""
+
+    subcommands = REMEDIATION_SUBCOMMANDS
+
+
+@dataclass(frozen=True)
+class Connection:
+    """One line of ``CLIENT LIST``: what identifies a connection (its id is never reused
+    while the server runs) and what it is doing."""
+
+    id: int
+    addr: str
+    name: str
+    age_s: int  # connected this long
+    idle_s: int  # since its last command
+    flags: str  # N: normal; S: replica; M: master; P: subscriber; b: blocked…
+    cmd: str  # its last command
+    user: str
+
+    def describe(self) -> str:
+        """``id 12 127.0.0.1:50312 'forecast-worker'``."""
+        return f"id {self.id} {self.addr} {self.name!r}"
+
+
+def parse_client_list(text: str) -> list[Connection]:
+    """``CLIENT LIST``'s lines of ``key=value`` fields."""
+    found = []
+    for line in text.splitlines():
+        fields = dict(word.partition("=")[::2] for word in line.split())
+        if "id" not in fields:
+            continue
+        found.append(Connection(
+            id=int(fields["id"]), addr=fields.get("addr", ""), name=fields.get("name", ""),
+            age_s=int(fields.get("age", 0)), idle_s=int(fields.get("idle", 0)),
+            flags=fields.get("flags", ""), cmd=fields.get("cmd", ""),
+            user=fields.get("user", "")))
+    return found
+
+
+def idle_clients(connections: list[Connection] | tuple[Connection, ...],
+                 idle_longer_than_s: float) -> list[Connection]:
+    """Client connections idle longer than ``idle_longer_than_s``, the longest idle first:
+    never a replica's or master's link, a subscriber or a blocked client (they wait by
+    design), never opsverify's own."""
+    return sorted((c for c in connections
+                   if c.idle_s > idle_longer_than_s and not NOT_IDLE_FLAGS & set(c.flags)
+                   and not c.name.startswith(APPLICATION_NAME)),
+                  key=lambda c: (-c.idle_s, c.id))
+
+
 @dataclass(frozen=True)
 class Replication:
     """INFO replication, as a role check reads it."""
@@ -138,16 +208,20 @@ class RedisClient:
     """One Redis target with connect and read deadlines and no retries; safe to share
     between threads (one command at a time, each with its own deadline)."""
 
-    def __init__(self, name: str, spec: RedisTarget, timeout_s: float) -> None:
+    def __init__(self, name: str, spec: RedisTarget, timeout_s: float, *,
+                 writable: bool = False) -> None:
         self.name = name
         self.spec = spec
         self.timeout_s = timeout_s
-        self.redis = ReadOnlyRedis.from_url(
+        # writable: may CLIENT KILL (remediation only); every other write is still refused.
+        self.writable = writable
+        redis_class = KillCapableRedis if writable else ReadOnlyRedis
+        self.redis = redis_class.from_url(
             spec.url,
             socket_connect_timeout=timeout_s,
             socket_timeout=timeout_s,
             retry=Retry(NoBackoff(), 0),
-            client_name="opsverify",
+            client_name=APPLICATION_NAME + ("-remediation" if writable else ""),
             protocol=2,
         )
         # redis-py's pool is thread-safe, but a call past its deadline disconnects the whole
@@ -297,6 +371,23 @@ class RedisClient:
 
     def _user(self) -> str:
         return urlsplit(self.spec.url).username or "default"
+
+    def client_list(self) -> list[Connection]:
+        """Every connection to the server (``CLIENT LIST``); a user denied it raises
+        :class:`MissingPrivilege`."""
+        try:
+            reply = self.call("CLIENT", "LIST")
+        except redis.exceptions.NoPermissionError:
+            raise MissingPrivilege(self.name, "CLIENT LIST",
+                                   f"ACL SETUSER {self._user()} +client|list") from None
+        return parse_client_list(_text(reply))
+
+    # -- writing (remediation only) ------------------------------------------------------
+    def kill_client(self, client_id: int) -> int:
+        """``CLIENT KILL ID <id>``: how many connections it closed (0 or 1)."""
+        if not self.writable:
+            raise WriteRefused(f"{self.name}: CLIENT KILL from a read-only client")
+        return int(self.call("CLIENT", "KILL", "ID", str(client_id)))
 
     def server_time(self) -> float:
         """The server's clock (TIME), so ages do not depend on ours."""
