@@ -9,6 +9,7 @@ pytest_plugins = [
     "fixtures.outcomes",     # evidence API; PASS/WARN/FAIL/ERROR/SKIP/WAIVED
     "fixtures.history",      # earlier runs' readings for trends; this run's appended after
     "fixtures.reports",      # reports/<env>/<timestamp>/: html, junit, allure, summary.json
+    "fixtures.outputs",      # --prometheus-textfile, --pushgateway, --alertmanager, --nagios
     "fixtures.safety",       # --allow-destructive, --plan, --max-actions, audit, re-check
     "fixtures.security",     # secure by default; security.<check>: false opts out, shown
     "fixtures.redaction",    # secrets never leave a report

@@ -34,6 +34,10 @@ class Measurement:
     # fills (100 for a percentage, max_connections…), for the run history.
     item: str = ""
     capacity: float | None = None
+    # The warn and crit limits judged against (``within`` only), for a Nagios line's
+    # perfdata; None when that level was not set.
+    warn: float | None = None
+    crit: float | None = None
 
     def line(self) -> str:
         value = _fmt(self.value) + (f" {self.unit}" if self.unit else "")
@@ -50,7 +54,8 @@ class Measurement:
             None if self.value is None else str(self.value))
         return {"name": self.name, "target": self.target, "value": value, "unit": self.unit,
                 "verdict": self.verdict.value, "expected": self.expected,
-                "source": self.source, "item": self.item, "capacity": self.capacity}
+                "source": self.source, "item": self.item, "capacity": self.capacity,
+                "warn": self.warn, "crit": self.crit}
 
 
 class EvidenceLog:
@@ -92,7 +97,7 @@ class EvidenceLog:
         expected = f"{op} {_fmt(limit)}" + (f" {unit}" if unit else "")
         source = f"{level} from {applied.source}"
         return self._add(threshold_id, value, unit, verdict, expected, source,
-                         item=item, capacity=capacity)
+                         item=item, capacity=capacity, warn=applied.warn, crit=applied.crit)
 
     def expect(
         self,
@@ -169,11 +174,13 @@ class EvidenceLog:
         return self.measurements[-1].sequence if self.measurements else -1
 
     def _add(self, name: str, value: Any, unit: str, verdict: Verdict, expected: str,
-             source: str, *, item: str | None = None,
-             capacity: float | None = None) -> Measurement:
+             source: str, *, item: str | None = None, capacity: float | None = None,
+             warn: float | None = None, crit: float | None = None) -> Measurement:
         m = Measurement(name, self.target, value, unit, verdict, expected, source,
                         next(_SEQUENCE), self.item if item is None else item,
-                        None if capacity is None else float(capacity))
+                        None if capacity is None else float(capacity),
+                        None if warn is None else float(warn),
+                        None if crit is None else float(crit))
         self.measurements.append(m)
         return m
 

@@ -75,3 +75,15 @@ def test_the_console_script_outside_a_project_is_one_line(tmp_path: Path) -> Non
     assert result.stderr.strip() == (
         f"opsverify: run from an opsverify project (a directory with conftest.py and "
         f"checks/); {tmp_path} is not one")
+
+
+def test_help_lists_every_option(project: Project) -> None:
+    """pytest formats help with %: a fault's description ("90 % of max_connections") must
+    not break it."""
+    result = run(project, [sys.executable, "-m", "pytest", "--help"])
+    assert result.returncode == 0, result.stderr
+    for option in ("--env", "--sandbox-fault", "--allow-destructive", "--max-percent",
+                   "--prometheus-textfile", "--nagios", "--reports-dir"):
+        assert option in result.stdout, option
+    assert "90 % of max_connections" in result.stdout.replace("\n", " ").replace("  ", " ") \
+        or "pg-connections-exhausted" in result.stdout

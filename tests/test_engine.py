@@ -133,7 +133,7 @@ def test_evidence_to_dict_is_json_ready() -> None:
     data = m.to_dict()
     assert data == {"name": "when", "target": "db", "value": "/x", "unit": "",
                     "verdict": "PASS", "expected": "", "source": "", "item": "",
-                    "capacity": None}
+                    "capacity": None, "warn": None, "crit": None}
 
 
 @pytest.mark.parametrize(("value", "shown"), [

@@ -82,7 +82,8 @@ def test_warn_is_visible_as_warn_everywhere(project: Any) -> None:
     measured = [m for m in check["evidence"] if m["name"] == "postgres.stale_idle_sessions"]
     assert measured == [{"name": "postgres.stale_idle_sessions", "target": "db", "value": 4,
                          "unit": "sessions", "verdict": "WARN", "expected": "≤ 1 sessions",
-                         "source": source, "item": "", "capacity": None}]
+                         "source": source, "item": "", "capacity": None,
+                         "warn": 1.0, "crit": 10.0}]
     # HTML: in the warnings section first, and as the result of the row.
     html = (project.latest() / "report.html").read_text()
     attention = html[html.index("<h3>Failures and warnings</h3>"):]

@@ -21,11 +21,11 @@ STALE = "checks/capacity/test_postgres.py::test_stale_idle_sessions[db]"
 STUCK = "checks/health/test_postgres.py::test_sql_check[db:no_stuck_runs]"
 SUMMARY_KEYS = {"schema", "run_id", "environment", "operator", "host", "started", "finished",
                 "duration_s", "revision", "exit_status", "counts", "checks", "audit",
-                "previous_run"}
+                "previous_run", "interrupted"}
 CHECK_KEYS = {"nodeid", "outcome", "target", "duration_s", "evidence", "message", "plan",
               "applied", "probes", "since_last", "failing_since"}
 EVIDENCE_KEYS = {"name", "target", "value", "unit", "verdict", "expected", "source", "item",
-                 "capacity"}
+                 "capacity", "warn", "crit"}
 OUTCOMES = ["FAIL", "ERROR", "WARN", "WAIVED", "PLAN", "SKIP", "PASS"]
 
 
