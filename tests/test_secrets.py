@@ -135,16 +135,30 @@ REMEDIATION = '''\
 
 import pytest
 
-from opsverify.remediation import Action
+from opsverify.remediation import Item
+
+
+class Reconnect:
+    """An action whose identity, before and after all carry the DSN and its password."""
+
+    name = "reconnect"
+
+    def __init__(self, client):
+        self.client, self.target = client, client.name
+
+    def select(self):
+        return [Item(self.client.spec.dsn, f"password {self.client.spec.password()}")]
+
+    def drift(self, item):
+        return None
+
+    def apply(self, item):
+        return self.client.spec.dsn
 
 
 @pytest.mark.destructive
 def test_audits_the_dsn(postgres_admin, remediation, evidence):
-    dsn = postgres_admin.spec.dsn
-    action = Action(postgres_admin.name, "reconnect", dsn,
-                    f"password {postgres_admin.spec.password()}")
-    for approved in remediation.propose([action]):
-        remediation.done(approved, after=dsn)
+    remediation.run(Reconnect(postgres_admin))
     evidence.expect("reconnected", postgres_admin.scalar("SELECT 1"), equals=1)
 '''
 
@@ -207,7 +221,9 @@ def serial(tmp_path_factory: pytest.TempPathFactory,
            sandbox_dir: Path) -> tuple[Project, Result]:
     """No fault: the canary authenticates; the spilling checks fail; one audited change."""
     project = new_project(tmp_path_factory.mktemp("secrets"))
+    # Every check, the destructive one named (its second opt-in) among them.
     result = project.run("--env", "secrets", "-v", "--showlocals", "-rA",
+                         "-m", "destructive or not destructive",
                          "--allow-destructive=secrets", "-p", "no:randomly",
                          env={"OPSVERIFY_SANDBOX_DIR": str(sandbox_dir)})
     return project, result
