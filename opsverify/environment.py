@@ -47,6 +47,9 @@ class Settings(BaseModel):
     # target: a production server never sees a burst from us (fixtures/probes.py).
     max_concurrency: int = Field(default=32, ge=1, le=256)
     per_target_concurrency: int = Field(default=2, ge=1, le=32)
+    # A probe that could not be evaluated (refused, timed out, DNS) is tried again up to
+    # this many times, with backoff; an answer, even a failing one, never is (probes.Retry).
+    retries: int = Field(default=0, ge=0, le=5)
     # allure-results/ in the report set (a result and container files per check).
     allure: bool = False
     # How much history a days-until-full estimate needs (checks/capacity/, *_trend).
@@ -108,6 +111,10 @@ class LoadedEnvironment:
     def timeout_for(self, target: str) -> float:
         own = self.model.targets[target].timeout_s
         return own if own is not None else self.model.settings.timeout_s
+
+    def retries_for(self, target: str) -> int:
+        own = self.model.targets[target].retries
+        return own if own is not None else self.model.settings.retries
 
     def source_of(self, *path: str | int) -> str:
         """``environments/prod.yaml:14`` for a key path, for evidence and messages."""

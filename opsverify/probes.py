@@ -12,6 +12,11 @@ already read (the health GET) takes the gate's answer. Among runnable probes the
 the lowest ``priority`` (the index of the first check that needs it) goes first, so checks,
 judged in pytest's order, rarely wait.
 
+A probe that could not be evaluated may be tried again (:class:`Retry`): only for an
+exception its policy calls retryable (an unreachable target, never an answer), after a
+backoff spent off the threads, and never past the policy's total bound. A retried gate
+retries before its dependants take its error; they wait for its last attempt.
+
 Nothing here knows pytest; ``fixtures/probes.py`` submits a run's probes and hands checks
 their results.
 """
@@ -31,6 +36,33 @@ T = TypeVar("T")
 
 DEFAULT_MAX_CONCURRENCY = 32
 DEFAULT_PER_TARGET = 2
+BACKOFF_BASE_S = 0.5
+BACKOFF_CAP_S = 4.0
+# How far past its deadline a client may take to give up (their whole-answer graces: 0.5 s
+# for HTTP, Redis and TLS, 2 s for SSH): one attempt's allowance is the deadline plus this.
+ATTEMPT_GRACE_S = 2.0
+
+
+@dataclass(frozen=True)
+class Retry:
+    """How a probe that could not be evaluated is tried again: up to ``retries`` more
+    attempts, the k-th (from 0) after ``min(0.5 s * 2**k, 4 s)``; ``deadline_s`` is the
+    longest one attempt may take (its client deadline and grace). No attempt starts that
+    could not end within :attr:`bound_s` of the first attempt's start: every attempt's
+    allowance plus every backoff."""
+
+    retries: int
+    deadline_s: float
+    retryable: Callable[[BaseException], bool]
+
+    @staticmethod
+    def delay(k: int) -> float:
+        return min(BACKOFF_BASE_S * 2.0 ** k, BACKOFF_CAP_S)
+
+    @property
+    def bound_s(self) -> float:
+        return (self.retries + 1) * self.deadline_s + sum(self.delay(k)
+                                                          for k in range(self.retries))
 
 
 @dataclass(frozen=True)
@@ -41,10 +73,20 @@ class Timing:
     name: str
     elapsed_s: float
     waited_s: float
+    # A retried probe: ``elapsed_s`` is its last attempt; ``retried_s`` the time from its
+    # first attempt's start to its last one's (earlier attempts, backoff), ``earlier`` why.
+    attempts: int = 1
+    retried_s: float = 0.0
+    earlier: tuple[str, ...] = ()
 
     def line(self) -> str:
-        return (f"probe {self.name}: {self.elapsed_s * 1000:.1f} ms "
+        text = (f"probe {self.name}: {self.elapsed_s * 1000:.1f} ms "
                 f"(queued {self.waited_s * 1000:.1f} ms)")
+        if self.attempts > 1:
+            why = "; ".join(dict.fromkeys(self.earlier))
+            text += (f"; attempt {self.attempts}, {self.retried_s:.2f} s after the first "
+                     f"(earlier: {why})")
+        return text
 
 
 @dataclass(eq=False)
@@ -56,7 +98,12 @@ class Probe(Generic[T]):
     name: str
     fn: Callable[[], T]
     priority: int
+    retry: Retry | None = None
     submitted: float = field(default_factory=time.monotonic)
+    attempts: int = 0
+    _first_started: float = 0.0
+    _earlier: list[str] = field(default_factory=list)
+    _last_error: BaseException | None = None
     _done: threading.Event = field(default_factory=threading.Event)
     _value: Any = None
     _error: BaseException | None = None
@@ -122,32 +169,35 @@ class ProbePool:
         self._closed = False
         self._holding = 0
         self._all_done = threading.Condition(self._lock)
+        # Probes waiting out a retry's backoff, by when they may run again.
+        self._delayed: list[tuple[float, int, Probe[Any]]] = []
 
     # -- submitting ------------------------------------------------------------------------
 
     def gate(self, target: str, key: Hashable, fn: Callable[[], T], *, name: str = "",
-             priority: int = 0) -> Probe[T]:
-        """Submit ``target``'s reachability probe; the target's other probes wait for it."""
+             priority: int = 0, retry: Retry | None = None) -> Probe[T]:
+        """Submit ``target``'s reachability probe; the target's other probes wait for it
+        (and for its retries: they take the error of its last attempt)."""
         with self._lock:
             state = self._targets.setdefault(target, _Target())
             if state.gate is not None:
                 return state.gate
             probe = self._existing(target, key, priority)
             if probe is None:
-                probe = self._new(target, key, fn, name, priority)
+                probe = self._new(target, key, fn, name, priority, retry)
                 self._make_ready(state, probe)
             state.gate = probe
             return probe
 
     def submit(self, target: str, key: Hashable, fn: Callable[[], T], *, name: str = "",
-               priority: int = 0) -> Probe[T]:
+               priority: int = 0, retry: Retry | None = None) -> Probe[T]:
         """Submit one read of ``target``; the same ``(target, key)`` is read once."""
         with self._lock:
             existing = self._existing(target, key, priority)
             if existing is not None:
                 return existing
             state = self._targets.setdefault(target, _Target())
-            probe = self._new(target, key, fn, name, priority)
+            probe = self._new(target, key, fn, name, priority, retry)
             gate = state.gate
             if gate is None or (gate.done() and gate._error is None):
                 self._make_ready(state, probe)
@@ -195,8 +245,8 @@ class ProbePool:
         return probe
 
     def _new(self, target: str, key: Hashable, fn: Callable[[], Any], name: str,
-             priority: int) -> Probe[Any]:
-        probe: Probe[Any] = Probe(target, key, name or str(key), fn, priority)
+             priority: int, retry: Retry | None) -> Probe[Any]:
+        probe: Probe[Any] = Probe(target, key, name or str(key), fn, priority, retry)
         self._probes[(target, key)] = probe
         self._unfinished += 1
         return probe
@@ -225,6 +275,12 @@ class ProbePool:
 
     def _take(self) -> Probe[Any] | None:
         while not self._closed:
+            now = time.monotonic()
+            while self._delayed and self._delayed[0][0] <= now:
+                _, _, due = heapq.heappop(self._delayed)
+                state = self._targets[due.target]
+                heapq.heappush(state.ready, (due.priority, next(self._seq), due))
+                self._queue_target(due.target, state)
             if self._runnable:
                 _, _, target = heapq.heappop(self._runnable)
                 self._queued.discard(target)
@@ -235,7 +291,7 @@ class ProbePool:
                 state.running += 1
                 self._queue_target(target, state)
                 return probe
-            self._wake.wait()
+            self._wake.wait(self._delayed[0][0] - now if self._delayed else None)
         return None
 
     def _fail_from_gate(self, probe: Probe[Any], gate: Probe[Any]) -> None:
@@ -260,6 +316,14 @@ class ProbePool:
         if not self._unfinished:
             self._all_done.notify_all()
 
+    def _postpone(self, probe: Probe[Any], until: float) -> None:
+        """A retry: the probe leaves its target's slot and waits out its backoff."""
+        state = self._targets[probe.target]
+        state.running -= 1
+        heapq.heappush(self._delayed, (until, next(self._seq), probe))
+        self._queue_target(probe.target, state)
+        self._wake.notify_all()  # a waiting thread's timeout may now be too long
+
     def _work(self) -> None:
         while True:
             with self._lock:
@@ -269,17 +333,57 @@ class ProbePool:
                 self._idle -= 1
                 if self._runnable:
                     self._grow()
-            started = time.monotonic()
-            value: Any = None
-            error: BaseException | None = None
+            again = self._attempt(probe)
+            with self._lock:
+                self._idle += 1
+                if again is None:
+                    self._finished(probe)
+                else:
+                    self._postpone(probe, again)
+
+    def _attempt(self, probe: Probe[Any]) -> float | None:
+        """Run one attempt of ``probe`` (outside the lock); finish it, or say when to try
+        it again."""
+        started = time.monotonic()
+        if not probe.attempts:
+            probe._first_started = started
+        value: Any = None
+        error: BaseException | None = None
+        retry, again = probe.retry, None
+        if retry is not None and probe.attempts and \
+                started + retry.deadline_s - probe._first_started > retry.bound_s:
+            # It queued behind others for so long that this attempt could end past the
+            # bound: the last attempt's error stands.
+            error = probe._last_error
+            probe._earlier.pop()
+            ended = started
+        else:
             try:
                 value = probe.fn()
             except BaseException as exc:  # noqa: BLE001 - handed to the check that reads it
                 error = exc
             ended = time.monotonic()
-            probe._finish(value, error,
-                          Timing(probe.name, ended - started, started - probe.submitted))
-            with self._lock:
-                self._idle += 1
-                self._finished(probe)
+            probe.attempts += 1
+            again = self._retry_at(probe, error, ended)
+        if again is None:
+            probe._finish(value, error, Timing(
+                probe.name, ended - started, probe._first_started - probe.submitted,
+                probe.attempts, started - probe._first_started, tuple(probe._earlier)))
+        return again
+
+    @staticmethod
+    def _retry_at(probe: Probe[Any], error: BaseException | None, ended: float) -> float | None:
+        """When ``probe`` is tried again, or None: it answered (a verdict is never retried),
+        its error is not retryable, its retries are spent, or the next attempt could not
+        end within the total bound."""
+        retry = probe.retry
+        if error is None or retry is None or probe.attempts > retry.retries or \
+                not retry.retryable(error):
+            return None
+        at = ended + retry.delay(probe.attempts - 1)
+        if at + retry.deadline_s - probe._first_started > retry.bound_s:
+            return None
+        probe._earlier.append(str(getattr(error, "cause", None) or error))
+        probe._last_error = error
+        return at
 

@@ -162,13 +162,13 @@ def test_healthy_history_passes_with_a_tenth_of_the_budget_spent(
     burn = checks["test_burn_rate[prom:healthy]"]
     assert burn["outcome"] == "PASS", result.output
     # 0.01 % errors / 0.1 % budget = 0.1 in every window.
-    assert burn_rates(burn) == pytest.approx(dict.fromkeys(burn_rates(burn), 0.1), rel=1e-6)
+    assert burn_rates(burn) == pytest.approx(dict.fromkeys(burn_rates(burn), 0.1), rel=1e-4)
     budget = checks["test_error_budget[prom:healthy]"]
     assert budget["outcome"] == "PASS"
     remaining = measurement(budget, "slo.budget_remaining_pct")
     assert remaining["value"] == pytest.approx(90.0, abs=1e-6)
     assert remaining["expected"] == "≥ 0 %"
-    assert values(budget)["slo.error_ratio_pct"] == pytest.approx(0.01, rel=1e-6)
+    assert values(budget)["slo.error_ratio_pct"] == pytest.approx(0.01, rel=1e-4)
     assert values(budget)["error budget"] == (
         "0.1 % of requests, 43.2 min of full outage per 30d")
 
@@ -186,7 +186,7 @@ def test_fast_burn_pages_on_1h_and_5m(run: tuple[Result, dict[str, Any]]) -> Non
     failing = {m["name"]: m for m in burn["evidence"] if m["verdict"] == "FAIL"}
     assert set(failing) == {"slo.burn_rate_1h_5m", "slo.burn_rate_6h_30m"}
     page = failing["slo.burn_rate_1h_5m"]
-    assert page["value"] == pytest.approx(200, rel=1e-6)  # the lower of burn(1h), burn(5m)
+    assert page["value"] == pytest.approx(200, rel=1e-4)  # the lower of burn(1h), burn(5m)
     assert page["expected"] == "≤ 14.4 ×"
     assert page["source"] == "crit from SRE Workbook: 2 % of the 30d budget in 1h"
     assert failing["slo.burn_rate_6h_30m"]["expected"] == "≤ 6 ×"
@@ -273,7 +273,7 @@ def test_no_traffic_is_no_data_never_a_pass(run: tuple[Result, dict[str, Any]]) 
         "(its total is 0 or returned no series)")
     assert values(quiet)["slo.burn_rate_5m"] == "no data: no traffic"
     assert values(quiet)["slo.burn_rate_1h_5m"] == "no data"
-    assert values(quiet)["slo.burn_rate_2h"] == pytest.approx(0.1, rel=1e-6)
+    assert values(quiet)["slo.burn_rate_2h"] == pytest.approx(0.1, rel=1e-4)
     # The month still had traffic: the budget is judged.
     assert checks["test_error_budget[prom:quiet]"]["outcome"] == "PASS"
     # A selector that matches nothing: both checks, no data.
@@ -315,19 +315,19 @@ def test_queries_are_judged_against_their_thresholds(run: tuple[Result, dict[str
         "test_query[prom:range]": "FAIL",
     }, result.output
     over = measurement(checks["test_query[prom:burning_error_pct]"], "promql.burning_error_pct")
-    assert over["value"] == pytest.approx(20.0, rel=1e-6)  # 20 % of the last 5 minutes
+    assert over["value"] == pytest.approx(20.0, rel=1e-4)  # 20 % of the last 5 minutes
     assert over["expected"] == "≤ 5 %"
     assert over["source"].startswith("crit from queries at environments/backfilled.yaml:")
     under = measurement(checks["test_query[prom:healthy_error_pct]"], "promql.healthy_error_pct")
-    assert under["value"] == pytest.approx(0.01, rel=1e-6)
+    assert under["value"] == pytest.approx(0.01, rel=1e-4)
     slow = measurement(checks["test_query[prom:slow_error_pct]"], "promql.slow_error_pct")
     assert (slow["verdict"], slow["expected"]) == ("WARN", "≤ 0.1 %")
     # direction: below; 10 requests a second is under the crit line of 20.
     rps = measurement(checks["test_query[prom:healthy_rps]"], "promql.healthy_rps")
-    assert rps["value"] == pytest.approx(10.0, rel=1e-6)
+    assert rps["value"] == pytest.approx(10.0, rel=1e-4)
     assert (rps["verdict"], rps["expected"]) == ("FAIL", "≥ 20 req/s")
     assert values(checks["test_query[prom:healthy_rps_scalar]"])[
-        "promql.healthy_rps_scalar"] == pytest.approx(10.0, rel=1e-6)
+        "promql.healthy_rps_scalar"] == pytest.approx(10.0, rel=1e-4)
 
 
 def test_several_series_show_each_and_judge_the_worst(
@@ -336,13 +336,13 @@ def test_several_series_show_each_and_judge_the_worst(
     check = checks["test_query[prom:errors_by_job]"]
     got = values(check)
     # 10 requests a second times each job's share of 5xx now ("perfect" has no 5xx series).
-    assert got['series {job="burning"}'] == pytest.approx(2.0, rel=1e-6)
-    assert got['series {job="slow"}'] == pytest.approx(0.05, rel=1e-6)
-    assert got['series {job="healthy"}'] == pytest.approx(0.001, rel=1e-6)
+    assert got['series {job="burning"}'] == pytest.approx(2.0, rel=1e-4)
+    assert got['series {job="slow"}'] == pytest.approx(0.05, rel=1e-4)
+    assert got['series {job="healthy"}'] == pytest.approx(0.001, rel=1e-4)
     assert got['series {job="quiet"}'] == 0
     assert not any("perfect" in name for name in got)
     assert got["judged"] == 'the worst of 6 series, {job="burning"}'
-    assert got["promql.errors_by_job"] == pytest.approx(2.0, rel=1e-6)
+    assert got["promql.errors_by_job"] == pytest.approx(2.0, rel=1e-4)
 
 
 def test_nothing_to_judge_is_an_error_and_a_bad_query_a_failure(
@@ -409,7 +409,7 @@ def test_the_seeded_counters_go_on_after_the_backfill(
         share = client.query('sum(increase(http_requests_total{job="burning",code="500"}[1m]))'
                              ' / sum(increase(http_requests_total{job="burning"}[1m]))',
                              at=min(at, after))
-        assert share.series[0].value == pytest.approx(0.2, rel=1e-6)
+        assert share.series[0].value == pytest.approx(0.2, rel=1e-4)
     finally:
         client.close()
 

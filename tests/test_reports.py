@@ -23,7 +23,7 @@ SUMMARY_KEYS = {"schema", "run_id", "environment", "operator", "host", "started"
                 "duration_s", "revision", "exit_status", "counts", "checks", "audit",
                 "previous_run", "interrupted"}
 CHECK_KEYS = {"nodeid", "outcome", "target", "duration_s", "evidence", "message", "plan",
-              "applied", "probes", "since_last", "failing_since"}
+              "applied", "probes", "since_last", "failing_since", "attempts"}
 EVIDENCE_KEYS = {"name", "target", "value", "unit", "verdict", "expected", "source", "item",
                  "capacity", "warn", "crit"}
 OUTCOMES = ["FAIL", "ERROR", "WARN", "WAIVED", "PLAN", "SKIP", "PASS"]

@@ -1,19 +1,24 @@
-"""The head of ``report.html``: who, what, when, the counts, then failures and warnings
-with their evidence. Inline styles only: the file must open offline, attached to a ticket."""
+"""The head of ``report.html``: the verdict and root causes (``incident_html.py``), who,
+what, when, the counts, what changed, failures and warnings with their evidence. Inline
+styles: the file must open offline, attached to a ticket."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from html import escape
 
 from opsverify.backup import levels
-from opsverify.evidence import fmt_value
+from opsverify.report import incident, incident_html
+from opsverify.report.incident_html import COLOURS
 from opsverify.report.summary import INTERRUPTED, RunSummary
 
-COLOURS = {"FAIL": "#c62828", "ERROR": "#6a1b9a", "WARN": "#ef6c00", "WAIVED": "#546e7a",
-           "PLAN": "#1565c0", "SKIP": "#757575", "PASS": "#2e7d32"}
 
-
-def header(run: RunSummary) -> list[str]:
+def header(run: RunSummary, categories: Mapping[str, str] | None = None) -> list[str]:
+    """Incident first: the verdict, the root causes, the grid; then who, what, when and the
+    counts; what changed; failures and warnings with evidence; the rest. ``categories``:
+    nodeid -> the category its markers give it (else its folder says)."""
+    causes = incident.root_causes(run.checks)
+    listed = {c.nodeid for c in run.checks if c.outcome in ("FAIL", "ERROR", "WARN")}
     env = run.environment
     rows = [
         ("Environment", f"{env['name']} — {env.get('description') or ''}"),
@@ -22,6 +27,7 @@ def header(run: RunSummary) -> list[str]:
         ("When", f"{run.started:%Y-%m-%d %H:%M:%S} UTC → {run.finished:%H:%M:%S} UTC"),
         ("Suite revision", run.revision),
         ("Exit status", str(run.exitstatus)),
+        ("Flaky", run.flaky_line()),
     ]
     if env.get("sandbox_faults"):
         rows.append(("Injected faults", ", ".join(env["sandbox_faults"])))
@@ -33,21 +39,14 @@ def header(run: RunSummary) -> list[str]:
     badges = " ".join(
         f"<span style='background:{COLOURS[o]};color:#fff;padding:2px 8px;border-radius:3px;"
         f"margin-right:4px'>{o} {n}</span>" for o, n in run.counts.items() if n)
-    parts = [f"<div id='opsverify-header'><h2>opsverify run</h2><table>{table}</table>"
-             f"<p>{badges}</p>"]
+    parts = ["<div id='opsverify-header'>",
+             incident_html.verdict_line(incident.verdict(run, causes)),
+             *incident_html.root_causes(causes, listed - _down(causes)),
+             *incident_html.grid(incident.grid(run.checks, categories or {})),
+             f"<h2>opsverify run</h2><table>{table}</table><p>{badges}</p>"]
     parts += since_last(run)
-    attention = [c for c in run.ordered() if c.outcome in ("FAIL", "ERROR", "WARN")]
-    if attention:
-        parts.append("<h3>Failures and warnings</h3><ul id='opsverify-attention'>")
-        for check in attention:
-            lines = [m for m in check.evidence if m.get("verdict") != "PASS"]
-            detail = "".join(f"<li>{escape(_line(m))}</li>" for m in lines)
-            if not detail and check.message:
-                detail = f"<li><pre>{escape(check.message[:2000])}</pre></li>"
-            parts.append(
-                f"<li><b style='color:{COLOURS[check.outcome]}'>{check.outcome}</b> "
-                f"<code>{escape(check.nodeid)}</code><ul>{detail}</ul></li>")
-        parts.append("</ul>")
+    parts += incident_html.attention(run, causes)
+    parts += incident_html.not_applicable(run.checks)
     parts += backups(run)
     if run.audit:
         parts.append("<h3>Changes applied (audit)</h3><ul id='opsverify-audit'>")
@@ -67,7 +66,12 @@ def header(run: RunSummary) -> list[str]:
                   for c in plans for p in c.plan]
         parts.append("</ul>")
     parts.append("</div>")
+    parts.append(incident_html.LAYOUT)
     return parts
+
+
+def _down(causes: list[incident.RootCause]) -> set[str]:
+    return {c.nodeid for cause in causes if cause.kind == "down" for c in cause.checks}
 
 
 def since_last(run: RunSummary) -> list[str]:
@@ -88,7 +92,10 @@ def since_last(run: RunSummary) -> list[str]:
             f"<li data-since='{kind}'><code>{escape(c.nodeid)}</code> {escape(c.outcome)}"
             + (f", failing since {escape(c.failing_since or '')}" if kind == "still" else "")
             + "</li>" for c in found)
-        parts.append(f"<h4 style='color:{colour}'>{title} ({len(found)})</h4><ul>{items}</ul>")
+        # A long list (a target down) is folded: the root causes above already say it.
+        shown = " open" if len(found) <= 10 else ""
+        parts.append(f"<details data-since-group='{kind}'{shown}><summary><b style='color:"
+                     f"{colour}'>{title} ({len(found)})</b></summary><ul>{items}</ul></details>")
     parts.append("</div>")
     return parts
 
@@ -96,18 +103,6 @@ def since_last(run: RunSummary) -> list[str]:
 def evidence_block(lines: list[str]) -> str:
     items = "".join(f"<li>{escape(line)}</li>" for line in lines)
     return f"<div class='opsverify-evidence'><b>Evidence</b><ul>{items}</ul></div>"
-
-
-def _line(m: dict[str, object]) -> str:
-    unit = f" {m['unit']}" if m.get("unit") else ""
-    value = m.get("value")
-    shown = value if isinstance(value, str) else fmt_value(value)
-    text = f"{m.get('target')}: {m.get('name')} = {shown}{unit}"
-    if m.get("expected"):
-        text += f", expected {m['expected']}"
-    if m.get("source"):
-        text += f" ({m['source']})"
-    return f"{text} → {m.get('verdict')}"
 
 
 def backups(run: RunSummary) -> list[str]:

@@ -42,6 +42,15 @@ class CheckResult:
     # still, fixed or same; and for a failing check, when its streak began.
     since_last: str = "same"
     failing_since: str | None = None
+    # The most attempts a probe it depended on took (settings.retries): 1 unless retried.
+    attempts: int = 1
+
+    def retry_note(self) -> str:
+        """``passed after 2 attempts`` (``WARN after 2 attempts``…); empty if not retried."""
+        if self.attempts <= 1:
+            return ""
+        done = "passed" if self.outcome == "PASS" else self.outcome
+        return f"{done} after {self.attempts} attempts"
 
     @classmethod
     def from_reports(cls, nodeid: str, reports: list[Any]) -> CheckResult:
@@ -77,6 +86,7 @@ class CheckResult:
             plan=[str(v) for k, v in props if k == "plan"],
             applied=[str(v) for k, v in props if k == "applied"],
             probes=[str(v) for k, v in props if k == "probe"],
+            attempts=max((int(str(v)) for k, v in props if k == "attempts"), default=1),
         )
 
 
@@ -124,6 +134,17 @@ class RunSummary:
     def counts(self) -> dict[str, int]:
         found = Counter(c.outcome for c in self.checks)
         return {o: found.get(o, 0) for o in OUTCOMES}
+
+    def flaky(self) -> list[CheckResult]:
+        """Checks that passed (PASS or WARN) only on a later attempt."""
+        return [c for c in self.ordered() if c.attempts > 1 and c.outcome in ("PASS", "WARN")]
+
+    def flaky_line(self) -> str:
+        """``1: checks/…::test_health[api:/health] passed after 2 attempts`` (or ``0``)."""
+        found = self.flaky()
+        shown = "; ".join(f"{c.nodeid} {c.retry_note()}" for c in found[:10])
+        more = f"; and {len(found) - 10} more" if len(found) > 10 else ""
+        return f"{len(found)}: {shown}{more}" if found else "0"
 
     def ordered(self) -> list[CheckResult]:
         """Failures and warnings first: what the reader came for."""

@@ -45,6 +45,7 @@ class TargetSpec(Section):
     type: str
     description: str = ""
     timeout_s: float | None = Field(default=None, gt=0, description="overrides settings.timeout_s")
+    retries: int | None = Field(default=None, ge=0, le=5, description="overrides settings.retries")
     thresholds: dict[str, Limits] = Field(default_factory=dict)
     scratch: bool = False
 
