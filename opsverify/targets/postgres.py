@@ -14,7 +14,6 @@ import re
 import socket
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 import psycopg
@@ -26,7 +25,18 @@ from opsverify.errors import MissingPrivilege, TargetUnavailable, WriteRefused
 from opsverify.remediation.postgres import PostgresRemediation
 from opsverify.targets.base import DeadlinePassed, DeclaredCheck, Section, TargetSpec, run_within
 
-READ_ONLY_VERBS = frozenset({"select", "with", "show", "explain", "values", "table"})
+# The write guard (opsverify/targets/postgres_guard.py), re-exported for its callers.
+from opsverify.targets.postgres_guard import WRITE_KEYWORDS as WRITE_KEYWORDS
+from opsverify.targets.postgres_guard import refuse_writes as refuse_writes
+
+# What the client returns (opsverify/targets/postgres_model.py), re-exported for checks.
+from opsverify.targets.postgres_model import STORED_HASH_KINDS as STORED_HASH_KINDS
+from opsverify.targets.postgres_model import HbaRule as HbaRule
+from opsverify.targets.postgres_model import Replica as Replica
+from opsverify.targets.postgres_model import RolePassword as RolePassword
+from opsverify.targets.postgres_model import Session as Session
+from opsverify.targets.postgres_model import WalReceiver as WalReceiver
+
 APPLICATION_NAME = "opsverify"
 T = TypeVar("T")
 
@@ -165,85 +175,6 @@ def version_num(version: str) -> int:
     if parts[0] >= 10:
         return parts[0] * 10000 + parts[1]
     return parts[0] * 10000 + parts[1] * 100 + parts[2]
-
-
-@dataclass(frozen=True)
-class Replica:
-    """A row of pg_stat_replication: one standby fed by this server."""
-
-    name: str
-    client: str
-    state: str
-    lag_s: float
-    lag_bytes: float
-
-    def describe(self) -> str:
-        return (f"{self.name} from {self.client}: {self.state}, "
-                f"replay lag {self.lag_s:.1f} s / {self.lag_bytes:.0f} B")
-
-
-@dataclass(frozen=True)
-class WalReceiver:
-    """A standby's view of its primary: receiver status and how far replay is behind."""
-
-    in_recovery: bool
-    status: str  # pg_stat_wal_receiver.status, or "not running" when there is no receiver
-    sender: str
-    # None: WAL waits to be replayed, but no transaction has been replayed since the standby
-    # started, so there is no replay timestamp to measure from (the byte lag still counts).
-    lag_s: float | None
-    lag_bytes: float
-
-
-@dataclass(frozen=True)
-class Session:
-    """A row of pg_stat_activity, as remediation sees it."""
-
-    pid: int
-    user: str
-    application: str
-    client: str
-    state: str
-    idle_s: float
-
-
-@dataclass(frozen=True)
-class HbaRule:
-    """A line of pg_hba.conf as the server parses it now (pg_hba_file_rules)."""
-
-    line: int
-    type: str  # local | host | hostssl | hostnossl | ...
-    database: str
-    user: str
-    address: str
-    method: str
-    error: str  # why the server could not parse the line, or ""
-
-    def describe(self) -> str:
-        where = f" {self.address}" if self.address else ""
-        return f"line {self.line}: {self.type} {self.database} {self.user}{where} {self.method}"
-
-
-@dataclass(frozen=True)
-class RolePassword:
-    """How a login role's password is stored: the kind only, never the value or its hash."""
-
-    role: str
-    # scram-sha-256 | md5 | empty | plain text | none (NULL: password login always fails)
-    kind: str
-
-
-# Classified on the server: the query never returns rolpassword, nor its hash. An md5 hash
-# of the empty password ('md5' || md5('' || rolname)) is an empty password.
-STORED_HASH_KINDS = """
-SELECT rolname,
-       CASE WHEN rolpassword IS NULL THEN 'none'
-            WHEN rolpassword = '' OR rolpassword = 'md5' || md5(rolname) THEN 'empty'
-            WHEN rolpassword LIKE 'SCRAM-SHA-256$%' THEN 'scram-sha-256'
-            WHEN rolpassword ~ '^md5[0-9a-f]{32}$' THEN 'md5'
-            ELSE 'plain text' END
-FROM pg_catalog.pg_authid WHERE rolcanlogin ORDER BY rolname
-"""
 
 
 class PostgresClient:
@@ -571,69 +502,6 @@ class PostgresClient:
 
     def _unavailable(self, cause: str) -> TargetUnavailable:
         return TargetUnavailable(self.name, f"postgres {self.spec.address()}", cause)
-
-
-# Functions with side effects that a SELECT can call; a read-only transaction does not stop
-# all of them (signalling backends, configuration, advisory locks, WAL and log control).
-SIDE_EFFECT_FUNCTIONS = re.compile(
-    r"\b(pg_terminate_backend|pg_cancel_backend|set_config|pg_reload_conf|pg_rotate_logfile"
-    r"|pg_switch_wal|pg_create_restore_point|pg_promote|pg_wal_replay_pause"
-    r"|pg_wal_replay_resume|pg_advisory_\w*|pg_try_advisory_\w*|pg_notify|nextval|setval"
-    r"|lo_\w+|dblink\w*|pg_file_\w+|pg_stat_reset\w*|pg_sleep\w*)\s*\(",
-    re.IGNORECASE,
-)
-
-
-# Keywords that change data or schema anywhere in a statement (a data-modifying CTE hides
-# DELETE behind WITH); SELECT ... FOR UPDATE/SHARE takes row locks.
-WRITE_KEYWORDS = re.compile(
-    r"\b(insert|update|delete|merge|truncate|drop|alter|create|grant|revoke|copy|vacuum"
-    r"|cluster|reindex|lock|call|refresh|notify)\b",
-    re.IGNORECASE,
-)
-
-
-def refuse_writes(sql: str) -> None:
-    """Client-side guard: only single read statements leave a read-only client.
-
-    The statement is read without its string literals, quoted identifiers and comments, so
-    neither ``'--'`` nor ``/* */`` can hide a second statement or a side effect.
-    """
-    code = _code_only(sql).strip().rstrip(";").strip()
-    verb = code.split(None, 1)[0].lower() if code else ""
-    if verb not in READ_ONLY_VERBS:
-        raise WriteRefused(
-            f"refusing to send {verb.upper() or 'an empty statement'} from a non-destructive "
-            "check (read-only: SELECT, WITH, SHOW, EXPLAIN, VALUES, TABLE)"
-        )
-    if ";" in code:
-        raise WriteRefused("refusing to send several statements from a non-destructive check")
-    keyword = WRITE_KEYWORDS.search(code if verb != "show" else "")
-    if keyword:
-        raise WriteRefused(f"refusing {keyword.group(1).upper()} inside a statement from a "
-                           "non-destructive check")
-    effect = SIDE_EFFECT_FUNCTIONS.search(code)
-    if effect:
-        raise WriteRefused(f"refusing {effect.group(1)}() from a non-destructive check: it "
-                           "changes server state")
-
-
-_LEXEMES = re.compile(
-    r"""
-      (?P<comment>--[^\n]*|/\*.*?\*/)
-    | (?P<literal>[eE]?'(?:[^']|'')*'(?!')|\$(?P<tag>[A-Za-z_]*)\$.*?\$(?P=tag)\$)
-    | (?P<ident>"(?:[^"]|"")*")
-    """,
-    re.S | re.X,
-)
-
-
-def _code_only(sql: str) -> str:
-    """``sql`` with comments removed and literals and quoted identifiers blanked."""
-    def blank(match: re.Match[str]) -> str:
-        return " " if match.lastgroup == "comment" else " _ "
-
-    return _LEXEMES.sub(blank, sql)
 
 
 def _shutdown(conn: psycopg.Connection[Any]) -> None:
