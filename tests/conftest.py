@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -251,6 +252,32 @@ def postgres_workdir(*, owned: bool = False) -> Path:
     if user:
         shutil.chown(workdir, user)
     return workdir
+
+
+@contextlib.contextmanager
+def sandbox_postgres(password: str, faults: frozenset[str] = frozenset(),
+                     seed: Callable[[Any], None] | None = None) -> Iterator[Any]:
+    """The sandbox's PostgreSQL on its own, in a fresh directory: seeded, then ``seed``,
+    then ``faults`` injected; stopped and removed afterwards.
+
+    Usage: ``with sandbox_postgres(PASSWORD, frozenset({"idle-connections"})) as server:``
+    """
+    from opsverify.sandbox.base import SandboxContext
+    from opsverify.sandbox.postgres import PostgresServer
+
+    workdir = postgres_workdir()
+    server = PostgresServer(PostgresComponent(), SandboxContext(workdir, password, faults))
+    try:
+        server.prepare()
+        server.launch()
+        server.ready()
+        if seed is not None:
+            seed(server)
+        server.inject(faults)
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture

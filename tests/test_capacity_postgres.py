@@ -21,13 +21,11 @@ import psycopg
 import pytest
 from pydantic import ValidationError
 
-from opsverify.sandbox.base import SandboxContext
 from opsverify.sandbox.postgres import STALE_SLOT, PostgresServer, bindir
 from opsverify.sandbox.process import free_port, spawn, stop, unprivileged_user, wait_until
-from opsverify.sandbox.spec import PostgresComponent
 from opsverify.targets.postgres import PostgresTarget
 from opsverify.targets.postgres_capacity import TXID_CAPACITY, duration_text, size_text
-from tests.conftest import Project, Result, outcomes, postgres_workdir
+from tests.conftest import Project, Result, outcomes, postgres_workdir, sandbox_postgres
 
 pytestmark = pytest.mark.skipif(bindir() is None,
                                 reason="PostgreSQL not found (apt-get install postgresql)")
@@ -39,24 +37,11 @@ MIB = 1024 * 1024
 WRAPAROUND_XID = 1526 << 20
 
 
-@contextlib.contextmanager
 def sandbox_server(faults: frozenset[str] = frozenset(),
                    seed: Callable[[PostgresServer], None] | None = None,
-                   ) -> Iterator[PostgresServer]:
+                   ) -> contextlib.AbstractContextManager[PostgresServer]:
     """The sandbox's PostgreSQL on its own: seeded, then ``seed``, then ``faults``."""
-    workdir = postgres_workdir()
-    server = PostgresServer(PostgresComponent(), SandboxContext(workdir, PASSWORD, faults))
-    try:
-        server.prepare()
-        server.launch()
-        server.ready()
-        if seed is not None:
-            seed(server)
-        server.inject(faults)
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+    return sandbox_postgres(PASSWORD, faults, seed)
 
 
 def dsn(server: PostgresServer, user: str = "opsverify", dbname: str = "ts_forecast_system"

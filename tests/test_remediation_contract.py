@@ -6,7 +6,6 @@ audit line; the plan id follows the selection; the CI's actor is audited."""
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,11 +16,9 @@ import pytest
 from opsverify.errors import BlastRadiusExceeded
 from opsverify.remediation import Plan, Remediation
 from opsverify.remediation.postgres import TerminateIdleSessions, TerminateIdleSessionsSettings
-from opsverify.sandbox.base import SandboxContext
 from opsverify.sandbox.postgres import PostgresServer, bindir
-from opsverify.sandbox.spec import PostgresComponent
 from opsverify.targets.postgres import PostgresClient, PostgresTarget
-from tests.conftest import postgres_workdir
+from tests.conftest import sandbox_postgres
 
 pytestmark = pytest.mark.skipif(bindir() is None, reason="PostgreSQL not installed "
                                 "(apt-get install postgresql)")
@@ -30,16 +27,8 @@ PASSWORD = "remediation-contract-pw-5d1a"  # a test value that must never be sho
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[PostgresServer]:
-    workdir = postgres_workdir()
-    box = PostgresServer(PostgresComponent(), SandboxContext(workdir, PASSWORD, frozenset()))
-    try:
-        box.prepare()
-        box.launch()
-        box.ready()
+    with sandbox_postgres(PASSWORD) as box:
         yield box
-    finally:
-        box.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,12 +28,16 @@ import yaml
 from opsverify.errors import BlastRadiusExceeded, WriteRefused
 from opsverify.remediation import Remediation
 from opsverify.remediation.postgres import Unblock, UnblockSettings, Vacuum, VacuumSettings
-from opsverify.sandbox.base import SandboxContext
 from opsverify.sandbox.postgres import PostgresServer, bindir
-from opsverify.sandbox.spec import PostgresComponent
 from opsverify.targets.postgres import PostgresClient, PostgresTarget
 from opsverify.targets.postgres_locks import lock_waits
-from tests.conftest import FOUNDATION, Project, outcomes, postgres_workdir, sandbox_subset
+from tests.conftest import (
+    FOUNDATION,
+    Project,
+    outcomes,
+    sandbox_postgres,
+    sandbox_subset,
+)
 
 pytestmark = pytest.mark.skipif(bindir() is None, reason="PostgreSQL not installed "
                                 "(apt-get install postgresql)")
@@ -47,16 +50,8 @@ AUDIT_KEYS = {"time", "operator", "ci_actor", "env", "target", "action", "plan_i
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[PostgresServer]:
-    workdir = postgres_workdir()
-    box = PostgresServer(PostgresComponent(), SandboxContext(workdir, PASSWORD, frozenset()))
-    try:
-        box.prepare()
-        box.launch()
-        box.ready()
+    with sandbox_postgres(PASSWORD) as box:
         yield box
-    finally:
-        box.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def superuser(server: PostgresServer) -> Conn:

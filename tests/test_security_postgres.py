@@ -17,7 +17,6 @@ import psycopg
 import pytest
 from pydantic import ValidationError
 
-from opsverify.sandbox.base import SandboxContext
 from opsverify.sandbox.postgres import APP_ROLE, PostgresServer, bindir
 from opsverify.sandbox.process import (
     free_port,
@@ -27,9 +26,8 @@ from opsverify.sandbox.process import (
     unprivileged_user,
     wait_until,
 )
-from opsverify.sandbox.spec import PostgresComponent
 from opsverify.targets.postgres import WRITE_KEYWORDS, PostgresTarget
-from tests.conftest import Project, Result, outcomes, postgres_workdir
+from tests.conftest import Project, Result, outcomes, postgres_workdir, sandbox_postgres
 
 pytestmark = pytest.mark.skipif(bindir() is None,
                                 reason="PostgreSQL not found (apt-get install postgresql)")
@@ -59,17 +57,8 @@ class Server:
 @contextlib.contextmanager
 def sandbox_server(faults: frozenset[str] = frozenset()) -> Iterator[Server]:
     """The sandbox's PostgreSQL, started on its own, with ``faults`` injected."""
-    workdir = postgres_workdir()
-    server = PostgresServer(PostgresComponent(), SandboxContext(workdir, PASSWORD, faults))
-    try:
-        server.prepare()
-        server.launch()
-        server.ready()
-        server.inject(faults)
+    with sandbox_postgres(PASSWORD, faults) as server:
         yield Server(server)
-    finally:
-        server.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
