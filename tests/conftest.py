@@ -29,10 +29,12 @@ import yaml
 
 from opsverify.sandbox.base import Component
 from opsverify.sandbox.docker import DockerEngine
+from opsverify.sandbox.kubernetes import KubernetesCluster
 from opsverify.sandbox.runtime import Sandbox
 from opsverify.sandbox.spec import (
     AppComponent,
     DockerComponent,
+    KubernetesComponent,
     PostgresComponent,
     RedisComponent,
     SandboxSpec,
@@ -366,6 +368,24 @@ def private_docker_engine() -> Iterator[DockerEngine]:
             pytest.skip(box.skipped["docker"])
         component = box.components["docker"]
         assert isinstance(component, DockerEngine)
+        yield component
+    finally:
+        box.stop()
+
+
+def kubernetes_cluster(faults: frozenset[str] = frozenset()) -> Iterator[KubernetesCluster]:
+    """The sandbox's kube-apiserver and etcd on their own, seeded (and broken by ``faults``),
+    for a module fixture; a SKIP naming the build step where the binaries are missing.
+
+    Usage: ``yield from kubernetes_cluster()``; ``cluster.session()`` writes as an admin.
+    """
+    box = Sandbox.plan(SandboxSpec(kubernetes=KubernetesComponent()), faults)
+    try:
+        box.start()
+        if "kubernetes" in box.skipped:
+            pytest.skip(box.skipped["kubernetes"])
+        component = box.components["kubernetes"]
+        assert isinstance(component, KubernetesCluster)
         yield component
     finally:
         box.stop()

@@ -1,6 +1,7 @@
 """The CI and scheduling examples in examples/ci/ are checked, not just shown: the GitHub
 Actions workflow by actionlint, the systemd units by ``systemd-analyze verify``, the GitLab
-job and the Kubernetes CronJob structurally (no offline linter or API server for them), and
+job and the Kubernetes CronJob structurally (the CronJob is also validated by the sandbox's
+real API server, in tests/test_sandbox_kubernetes.py), and
 the opsverify command line of every example by running it in a small project."""
 
 from __future__ import annotations
@@ -143,7 +144,7 @@ def test_the_gitlab_job_reports_junit_and_keeps_reports_always() -> None:
     assert stages.index(deploy["stage"]) > stages.index(gate["stage"])
 
 
-# -- Kubernetes (TODO(issue 11): kubectl apply --dry-run=server against the issue's API server) ----
+# -- Kubernetes (the server's own validation: tests/test_sandbox_kubernetes.py) -------------------
 def test_the_cronjob_is_a_complete_batch_v1_cronjob() -> None:
     docs = list(yaml.safe_load_all(CRONJOB.read_text(encoding="utf-8")))
     assert len(docs) == 1

@@ -29,6 +29,7 @@ from opsverify.sandbox.base import Component, SandboxContext
 from opsverify.sandbox.clickhouse import ClickHouseServer
 from opsverify.sandbox.docker import DockerEngine
 from opsverify.sandbox.history import HistorySeeder
+from opsverify.sandbox.kubernetes import KubernetesCluster
 from opsverify.sandbox.logs import AppLogs
 from opsverify.sandbox.moto import MotoServer
 from opsverify.sandbox.postgres import PostgresServer
@@ -52,6 +53,7 @@ COMPONENTS: dict[str, Callable[[Any, SandboxContext], Component]] = {
     "prometheus": PrometheusServer,  # scrapes the app: after it
     "docker": DockerEngine,
     "moto": MotoServer,
+    "kubernetes": KubernetesCluster,
     "backups": BackupSeeder,  # dumps PostgreSQL, uploads to moto: after both
     "logs": AppLogs,  # files: the application's daily logs
     "history": HistorySeeder,  # a file: trends have readings to fit

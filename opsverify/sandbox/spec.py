@@ -48,6 +48,12 @@ class DockerComponent(Section):
     """A private dockerd (no bridge, no iptables) with gogooku3-like busybox containers."""
 
 
+class KubernetesComponent(Section):
+    """kube-apiserver and etcd built by ./ops, with TekuToko's workloads in one namespace."""
+
+    namespace: str = Field(default="tekutoko", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
 class MotoComponent(Section):
     """The moto server: S3 and AWS APIs (ECS, ELBv2, CloudWatch, Logs) in one process."""
 
@@ -114,6 +120,7 @@ class SandboxSpec(Section):
     prometheus: PrometheusComponent | None = None
     docker: DockerComponent | None = None
     moto: MotoComponent | None = None
+    kubernetes: KubernetesComponent | None = None
     sshd: SshdComponent | None = None
     backups: BackupsComponent | None = None  # after postgres, moto and sshd
     logs: LogsComponent | None = None
