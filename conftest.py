@@ -21,6 +21,7 @@ pytest_plugins = [
     "fixtures.sqlite",
     "fixtures.prometheus",
     "fixtures.docker",
+    "fixtures.kubernetes",
     "fixtures.s3",
     "fixtures.aws",
     "fixtures.backup",

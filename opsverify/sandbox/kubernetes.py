@@ -90,6 +90,11 @@ class KubernetesCluster:
         self.etcd_log = ctx.workdir / "etcd.log"
         self.processes: list[subprocess.Popen[bytes]] = []
         self.argv: dict[str, list[str]] = {}
+        # Made with the plan, so that the kubeconfig exists even when kubernetes-down
+        # starts no server: its clients then meet a refused connection, as in production.
+        self.dir.mkdir(parents=True)
+        make_tls(self.tls.ca.parent, names=("127.0.0.1", "localhost", "kubernetes.default.svc"))
+        self.write_kubeconfig()
 
     @property
     def url(self) -> str:
@@ -106,8 +111,6 @@ class KubernetesCluster:
     def prepare(self) -> None:
         etcd = binary("etcd", ETCD_VERSION)
         apiserver = binary("kube-apiserver", KUBERNETES_VERSION)
-        self.dir.mkdir(parents=True)
-        make_tls(self.tls.ca.parent, names=("127.0.0.1", "localhost", "kubernetes.default.svc"))
         key = rsa.generate_private_key(65537, 2048)
         signing, public = self.dir / "sa.key", self.dir / "sa.pub"
         signing.write_bytes(key.private_bytes(serialization.Encoding.PEM,
@@ -123,7 +126,6 @@ class KubernetesCluster:
         tokens.chmod(0o600)
         policy = self.dir / "audit-policy.json"
         policy.write_text(json.dumps(AUDIT_POLICY))
-        self.write_kubeconfig()
         self.argv["etcd"] = [
             etcd, "--name=sandbox", f"--data-dir={self.dir / 'etcd'}",
             f"--listen-client-urls=http://127.0.0.1:{self.etcd_port}",

@@ -17,6 +17,7 @@ from opsverify.targets.clickhouse import ClickHouseTarget
 from opsverify.targets.docker import DockerTarget
 from opsverify.targets.host import HostTarget
 from opsverify.targets.http import HttpTarget
+from opsverify.targets.kubernetes import KubernetesTarget
 from opsverify.targets.postgres import PostgresTarget
 from opsverify.targets.prometheus import PrometheusTarget
 from opsverify.targets.redis import RedisTarget
@@ -32,6 +33,7 @@ TARGET_TYPES: dict[str, type[TargetSpec]] = {
     "sqlite": SqliteTarget,
     "prometheus": PrometheusTarget,
     "docker": DockerTarget,
+    "kubernetes": KubernetesTarget,
     "s3": S3Target,
     "aws": AwsTarget,
     "backup": BackupTarget,
@@ -39,7 +41,7 @@ TARGET_TYPES: dict[str, type[TargetSpec]] = {
 
 AnyTarget = Annotated[
     HttpTarget | PostgresTarget | RedisTarget | HostTarget | PrometheusTarget | ClickHouseTarget
-    | SqliteTarget | DockerTarget
+    | SqliteTarget | DockerTarget | KubernetesTarget
     | S3Target | AwsTarget | BackupTarget,
     Field(discriminator="type"),
 ]
