@@ -133,3 +133,23 @@ def test_every_kubernetes_fault_is_in_the_matrix() -> None:
     assert set(KubernetesCluster.faults) == {*CAUGHT, "kubernetes-down"} - {"none"}
     readme = Path(ROOT / "README.md").read_text()
     assert all(f"`{fault}`" in readme for fault in KubernetesCluster.faults)
+
+
+def test_rollout_restart_repairs_pod_crashloop_in_the_sandbox(project: Any) -> None:
+    """``-m destructive --allow-destructive=sandbox --sandbox-fault pod-crashloop``: the
+    crash-looping deployment is restarted, the sandbox's stand-in controller rolls it out,
+    and the re-check reads it back healthy."""
+    project.copy_check("checks/remediation/test_kubernetes.py")
+    project.write_env(cluster_environment())
+    result = project.run("-m", "destructive", "--allow-destructive=sandbox", "-p", "no:xdist",
+                         "--sandbox-fault", "pod-crashloop")
+    checks = summary(project)
+    restart = checks["checks/remediation/test_kubernetes.py::test_rollout_restart[cluster]"]
+    assert restart["outcome"] == "PASS", result.output
+    after = {m["name"]: m["value"] for m in restart["evidence"]}
+    assert after["tekutoko-api readyReplicas"] == 3
+    assert after["tekutoko-api pods in CrashLoopBackOff"] == 0
+    assert "rollout_restart deployment tekutoko/tekutoko-api" in result.stdout
+    audit = [json.loads(line) for line in (project.path / "reports/audit.jsonl").read_text()
+             .splitlines()]
+    assert [(a["action"], a["result"]) for a in audit] == [("rollout_restart", "applied")]

@@ -3,17 +3,17 @@ bounded, applied by uid with the writable client's two PATCHes and nothing else,
 (ours and the API server's), re-checked.
 
 No controller manager or kubelet runs in the sandbox, so nothing rolls out by itself. Where
-a test needs the rollout a fix starts, a :class:`Controller` thread in the test plays the
-deployment controller and the kubelet: when a deployment's generation is ahead of its
-``status.observedGeneration`` it marks the deployment's pods running and ready and writes
-the deployment's status subresource (every replica updated, ready, available), as envtest
-users do. What changed is read from the server by the administrator, outside opsverify.
+a test needs the rollout a fix starts, the sandbox's :class:`RolloutController` thread
+plays the deployment controller and the kubelet for the test's namespace: when a
+deployment's generation is ahead of its ``status.observedGeneration`` it marks the
+deployment's pods running and ready and writes the deployment's status subresource (every
+replica updated, ready, available), as envtest users do. What changed is read from the
+server by the administrator, outside opsverify.
 """
 
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +26,7 @@ from opsverify.errors import WriteRefused
 from opsverify.remediation import Remediation
 from opsverify.remediation.kubernetes import RolloutRestart, RolloutRestartSettings
 from opsverify.sandbox.kubernetes import USER, KubernetesCluster
+from opsverify.sandbox.kubernetes_controller import RolloutController
 from opsverify.sandbox.kubernetes_state import APP, Cluster
 from opsverify.targets.kubernetes import KubernetesClient, KubernetesTarget
 from opsverify.targets.kubernetes_model import RESTARTED_AT
@@ -51,44 +52,6 @@ pytestmark = needs_kubernetes
 RESTART = "test_rollout_restart[cluster]"
 SCALE = "test_scale[cluster]"
 VAP = "/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicies"
-
-
-class Controller:
-    """The deployment controller and the kubelet, for one namespace, in a thread."""
-
-    def __init__(self, ns: Cluster) -> None:
-        self.ns = ns
-        self.rolled: list[tuple[str, int]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> Controller:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _run(self) -> None:
-        api, ns = self.ns.api, self.ns
-        while not self._stop.wait(0.1):
-            for deployment in api.get(ns.path("apps/v1", "deployments"))["items"]:
-                meta, spec = deployment["metadata"], deployment["spec"]
-                if meta["generation"] <= deployment.get("status", {}).get("observedGeneration",
-                                                                          0):
-                    continue
-                labels = ",".join(f"{k}={v}" for k, v in spec["selector"]["matchLabels"].items())
-                for pod in api.get(ns.path("", "pods") + f"?labelSelector={labels}")["items"]:
-                    ns.pod_status(pod["metadata"]["name"])  # replaced: running, ready
-                n = spec["replicas"]
-                api.patch(ns.path("apps/v1", "deployments", meta["name"]) + "/status", {
-                    "status": {"observedGeneration": meta["generation"], "replicas": n,
-                               "updatedReplicas": n, "readyReplicas": n,
-                               "availableReplicas": n, "unavailableReplicas": 0,
-                               "conditions": [{"type": "Available", "status": "True",
-                                               "reason": "MinimumReplicasAvailable"}]}})
-                self.rolled.append((meta["name"], meta["generation"]))
 
 
 def deployment(ns: Cluster, name: str = APP) -> dict[str, Any]:
@@ -194,7 +157,7 @@ def test_apply_restarts_exactly_the_planned_deployment_and_rechecks(
         "readyReplicas": 3, "availableReplicas": 3, "unavailableReplicas": 0}})
     uid = deployment(ns)["metadata"]["uid"]
     since = len(audit_events(cluster))
-    with Controller(ns) as controller:
+    with RolloutController(ns) as controller:
         result, checks = run(project, env(cluster, ns, RESTART_SETTINGS,
                                           [APP, "tekutoko-healthy"]),
                              "-m", "destructive", "--allow-destructive=kube", "-k", "rollout")
@@ -403,7 +366,7 @@ def test_scale_plans_applies_through_the_subresource_and_rechecks(
                               "replicas (spec.replicas 3, generation 1"), planned
     assert deployment(ns)["spec"]["replicas"] == 3
     since = len(audit_events(cluster))
-    with Controller(ns):
+    with RolloutController(ns):
         result, checks = run(project, text, "-m", "destructive", "--allow-destructive=kube",
                              "-k", "scale")
     assert result.returncode == 0, result.output

@@ -6,8 +6,10 @@ certificate of the sandbox's CA, knows users only from a token file made per run
 service-account tokens with a key made per run, and writes an audit log (every request's
 verb, user and URI) that the read-only proof reads. No kubelet, scheduler or controller
 manager runs: the workloads' state, status subresources included, is written through the
-API as kwok and envtest users do (see :mod:`opsverify.sandbox.kubernetes_state`), and faults
-rewrite it the way a broken cluster would report it.
+API as kwok and envtest users do (see :mod:`opsverify.sandbox.kubernetes_state`), faults
+rewrite it the way a broken cluster would report it, and once they are in, a thread plays
+the deployment controller for the sandbox's namespace (a changed deployment rolls out at
+once: :mod:`opsverify.sandbox.kubernetes_controller`), so that a fix can be re-checked.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from opsverify.sandbox.base import SandboxContext
-from opsverify.sandbox.kubernetes_state import FAULTS, ApiWriter, inject, seed
+from opsverify.sandbox.kubernetes_controller import RolloutController
+from opsverify.sandbox.kubernetes_state import FAULTS, ApiWriter, Cluster, inject, seed
 from opsverify.sandbox.process import free_port, port_open, spawn, stop, wait_until
 from opsverify.sandbox.spec import KubernetesComponent
 from opsverify.sandbox.tls import TlsFiles, make_tls
@@ -90,6 +93,8 @@ class KubernetesCluster:
         self.etcd_log = ctx.workdir / "etcd.log"
         self.processes: list[subprocess.Popen[bytes]] = []
         self.argv: dict[str, list[str]] = {}
+        self.controller: RolloutController | None = None  # after the faults: see inject
+        self.controller_session = requests.Session()
         # Made with the plan, so that the kubeconfig exists even when kubernetes-down
         # starts no server: its clients then meet a refused connection, as in production.
         self.dir.mkdir(parents=True)
@@ -205,8 +210,16 @@ class KubernetesCluster:
                 inject(ApiWriter(session, self.url), self.spec.namespace, chosen)
             finally:
                 session.close()
+        # From now on a changed deployment rolls out, as a cluster's controllers would.
+        self.controller_session = self.session()
+        self.controller = RolloutController(
+            Cluster(ApiWriter(self.controller_session, self.url), self.spec.namespace))
+        self.controller.start()
 
     def stop(self) -> None:
+        if self.controller is not None:
+            self.controller.stop()
+            self.controller_session.close()
         for process in reversed(self.processes):
             stop(process)
 
