@@ -41,8 +41,11 @@ def environment() -> dict[str, Any]:
 
 def run(project: Project, *faults: str, data: dict[str, Any] | None = None,
         marks: str = "daily or weekly") -> tuple[Result, dict[str, Any]]:
+    # Every backup check but the Kubernetes CronJob's: no component here provides a cluster
+    # (tests/test_faults_kubernetes.py runs that one).
     for path in (ROOT / "checks" / "backup").glob("test_*.py"):
-        project.write(f"checks/backup/{path.name}", path.read_text())
+        if path.name != "test_kubernetes.py":
+            project.write(f"checks/backup/{path.name}", path.read_text())
     project.write("environments/sandbox.yaml", yaml.safe_dump(data or environment(),
                                                               sort_keys=False))
     args = [a for f in faults for a in ("--sandbox-fault", f)]
@@ -186,8 +189,11 @@ def test_a_drill_into_a_non_scratch_target_is_refused_before_anything_starts(
                                   "dsn": f"postgresql://app:pw@127.0.0.1:{hung_server.port}/app"}
     data["targets"]["dumps"]["restore_drill"]["into"] = "prod-db"
     project.write("environments/sandbox.yaml", yaml.safe_dump(data, sort_keys=False))
+    # Every backup check but the Kubernetes CronJob's: no component here provides a cluster
+    # (tests/test_faults_kubernetes.py runs that one).
     for path in (ROOT / "checks" / "backup").glob("test_*.py"):
-        project.write(f"checks/backup/{path.name}", path.read_text())
+        if path.name != "test_kubernetes.py":
+            project.write(f"checks/backup/{path.name}", path.read_text())
     result = project.run("-m", "weekly", timeout=60)
     assert result.returncode == 4, result.output
     assert re.search(r"environments/sandbox\.yaml:\d+ targets\.dumps\.restore_drill\.into: "
@@ -201,8 +207,11 @@ def test_a_drill_into_a_non_scratch_target_is_refused_before_anything_starts(
 
 def test_cadences_keep_the_daily_run_light(project: Project) -> None:
     """Full reads and drills are weekly; presence, checksums and structure are daily."""
+    # Every backup check but the Kubernetes CronJob's: no component here provides a cluster
+    # (tests/test_faults_kubernetes.py runs that one).
     for path in (ROOT / "checks" / "backup").glob("test_*.py"):
-        project.write(f"checks/backup/{path.name}", path.read_text())
+        if path.name != "test_kubernetes.py":
+            project.write(f"checks/backup/{path.name}", path.read_text())
     project.write("environments/sandbox.yaml", yaml.safe_dump(environment(), sort_keys=False))
 
     def collected(marks: str) -> set[str]:
