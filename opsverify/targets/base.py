@@ -39,6 +39,16 @@ class DeclaredCheck(Section):
         return [value] if isinstance(value, str) else value
 
 
+def names_or_mapping(value: Any) -> Any:
+    """A section's declared objects as a mapping of name to expectations: ``[a, b]`` (each
+    with the defaults), or ``{a: {...}, b: }``. For a ``mode="before"`` field validator."""
+    if isinstance(value, list):
+        return {str(name): {} for name in value}
+    if isinstance(value, dict):
+        return {name: {} if spec is None else spec for name, spec in value.items()}
+    return value
+
+
 class TargetSpec(Section):
     """Keys common to every target type. Each type's module adds its own keys."""
 

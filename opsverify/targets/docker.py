@@ -33,7 +33,13 @@ from pydantic import Field, field_validator
 from opsverify.errors import TargetUnavailable, WriteRefused
 from opsverify.remediation.docker import DockerRemediation, parse_time
 from opsverify.secrets import SECRETS
-from opsverify.targets.base import DeadlinePassed, Section, TargetSpec, run_within
+from opsverify.targets.base import (
+    DeadlinePassed,
+    Section,
+    TargetSpec,
+    names_or_mapping,
+    run_within,
+)
 
 READ_METHODS = frozenset({"GET", "HEAD"})
 # The one write a write-capable client sends (restart_unhealthy): POST /containers/{id}/restart,
@@ -100,15 +106,8 @@ class DockerTarget(TargetSpec):
             return value
         raise ValueError("expected unix:///path/to/docker.sock or tcp://host:port")
 
-    @field_validator("containers", mode="before")
-    @classmethod
-    def _list_or_mapping(cls, value: Any) -> Any:
-        # `containers: [a, b]` declares names with the default expectations.
-        if isinstance(value, list):
-            return {str(name): {} for name in value}
-        if isinstance(value, dict):
-            return {name: {} if spec is None else spec for name, spec in value.items()}
-        return value
+    # `containers: [a, b]` declares names with the default expectations.
+    _list_or_mapping = field_validator("containers", mode="before")(names_or_mapping)
 
     def address(self) -> str:
         parts = urlsplit(self.url)

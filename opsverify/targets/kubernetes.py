@@ -39,7 +39,13 @@ from pydantic import Field, field_validator, model_validator
 from opsverify.errors import MissingPrivilege, TargetUnavailable, WriteRefused
 from opsverify.remediation.kubernetes import KubernetesRemediation
 from opsverify.secrets import SECRETS
-from opsverify.targets.base import DeadlinePassed, Section, TargetSpec, run_within
+from opsverify.targets.base import (
+    DeadlinePassed,
+    Section,
+    TargetSpec,
+    names_or_mapping,
+    run_within,
+)
 from opsverify.targets.kubernetes_access import (
     guarded_api_client,
     read_kubeconfig,
@@ -117,15 +123,8 @@ class KubernetesTarget(TargetSpec):
     # --allow-destructive naming the environment).
     remediation: KubernetesRemediation = Field(default_factory=KubernetesRemediation)
 
-    @field_validator("cronjobs", mode="before")
-    @classmethod
-    def _list_or_mapping(cls, value: Any) -> Any:
-        # `cronjobs: [a, b]` declares names with the default max_age_hours.
-        if isinstance(value, list):
-            return {str(name): {} for name in value}
-        if isinstance(value, dict):
-            return {name: {} if spec is None else spec for name, spec in value.items()}
-        return value
+    # `cronjobs: [a, b]` declares names with the default max_age_hours.
+    _list_or_mapping = field_validator("cronjobs", mode="before")(names_or_mapping)
 
     @field_validator("kubeconfig")
     @classmethod
