@@ -12,7 +12,9 @@ Every row is a ratio of two things timed side by side, the median of ``--repeat`
 3. Nagios style: the same 1,000 probes as `check_http` processes, one fork per check
    (monitoring-plugins-basic);
 4. hung targets: 10 targets that accept and never answer (`timeout_s: 2`) against 1;
-5. peak RSS at 1,000 targets, and wall and peak RSS at ``--big`` targets.
+5. an outage: 1,000 targets that refuse connections (each check one ERROR line) against the
+   same 1,000 answering;
+6. peak RSS at 1,000 targets, and wall and peak RSS at ``--big`` targets.
 
 Nothing here runs in CI; results go to stdout and bench/results/<timestamp>.json.
 """
@@ -202,6 +204,16 @@ def main() -> None:
         row(results, "hung_10_vs_1", ten_s=round(ten, 2), one_s=round(one, 2),
             ratio=round(ten / one, 2), goal="<= 1.5")
         hung.close()
+
+        # An outage: every target refuses connections. Each check is then one ERROR line,
+        # which must cost no more than a check that passes.
+        refused = socket.socket()
+        refused.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+        env_down = environment(work / "down-1000.yaml", refused.getsockname()[1], 1000)
+        down = median(lambda: suite(env_down, reports, ok=(1,))[0], repeat)
+        row(results, "refused_1000", suite_s=round(down, 2), healthy_s=round(wall, 2),
+            ratio=round(down / wall, 2), goal="<= 1.2")
+        refused.close()
 
         if args.big:
             env_big = environment(work / f"fast-{args.big}.yaml", port, args.big)
