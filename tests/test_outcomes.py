@@ -175,6 +175,40 @@ def test_a_check_without_a_target_of_its_type_is_a_visible_skip(project: Any) ->
     assert (check["outcome"], check["message"]) == ("SKIP", reason)
 
 
+def test_an_unreachable_target_is_reported_without_rendering_a_traceback(
+        project: Any) -> None:
+    """Each ERROR of an unreachable target is its one line, and pytest's traceback renderer
+    (which parses the source of every frame: 50 ms an ERROR) is never called for it."""
+    project.use_foundation()
+    project.write("environments/web.yaml", ONLY_HTTP.replace(
+        "    url: http://127.0.0.1:9\n",
+        "    url: http://127.0.0.1:9\n    health: [{path: /health}, {path: /ready}]\n"))
+    project.write("checks/conftest.py", """
+import _pytest.nodes
+
+RENDERED = []
+original = _pytest.nodes.Node._repr_failure_py
+
+def counting(self, *args, **kwargs):
+    RENDERED.append(self.nodeid)
+    return original(self, *args, **kwargs)
+
+_pytest.nodes.Node._repr_failure_py = counting
+
+def pytest_sessionfinish(session):
+    print(f"tracebacks rendered: {len(RENDERED)}")
+""")
+    result = project.run("--env", "web", "checks/health/test_http.py", "-k", "test_health",
+                         "-s")
+    assert result.returncode == 1, result.output
+    errors = [c for c in by_id(project, "web").values() if c["outcome"] == "ERROR"]
+    assert len(errors) == 2, result.output
+    assert {c["message"] for c in errors} == {
+        "api (http://127.0.0.1:9): cannot connect: connection refused"}
+    assert "tracebacks rendered: 0" in result.stdout
+    assert "Traceback" not in result.output
+
+
 # -- --target ------------------------------------------------------------------------------
 def test_target_narrows_the_run_to_that_targets_checks(project: Any) -> None:
     project.use_foundation()
