@@ -22,7 +22,6 @@ server: a run without a kubernetes target never loads it.
 
 from __future__ import annotations
 
-import email.utils
 import functools
 import json
 import os
@@ -47,10 +46,14 @@ from opsverify.targets.base import (
     run_within,
 )
 from opsverify.targets.kubernetes_access import (
+    api_cause,
+    failure_cause,
     guarded_api_client,
+    rbac_grant,
     read_kubeconfig,
     register_tokens,
     server_address,
+    server_time,
 )
 from opsverify.targets.kubernetes_model import (
     RESTARTED_AT,
@@ -420,9 +423,9 @@ class KubernetesClient:
             if exc.status == 404:
                 raise LookupError(what) from None
             if exc.status == 403 and resource:
-                raise MissingPrivilege(self.name, what, _grant(verb, resource, namespace)) \
+                raise MissingPrivilege(self.name, what, rbac_grant(verb, resource, namespace)) \
                     from None
-            raise self._unavailable(_api_cause(exc, self.timeout_s)) from None
+            raise self._unavailable(api_cause(exc, self.timeout_s)) from None
 
     def _write(self, what: str, call: Callable[..., Any]) -> dict[str, Any]:
         """One PATCH; the server's refusal is the item's failure (one line)."""
@@ -431,7 +434,7 @@ class KubernetesClient:
         try:
             data, _ = self._call(call)
         except ApiException as exc:
-            raise RuntimeError(f"{what}: {_api_cause(exc, self.timeout_s)}") from None
+            raise RuntimeError(f"{what}: {api_cause(exc, self.timeout_s)}") from None
         except TargetUnavailable as exc:
             raise RuntimeError(f"{what}: {exc.cause}") from None
         return data
@@ -450,7 +453,7 @@ class KubernetesClient:
                 body = response.data
             finally:
                 response.release_conn()
-            return json.loads(body or b"{}"), _server_time(response.headers.get("Date"))
+            return json.loads(body or b"{}"), server_time(response.headers.get("Date"))
 
         try:
             return run_within(request, self.timeout_s, name=f"opsverify-kubernetes-{self.name}")
@@ -460,7 +463,7 @@ class KubernetesClient:
         except (ApiException, WriteRefused, TargetUnavailable):
             raise
         except Exception as exc:  # noqa: BLE001 - every other failure is one line
-            raise self._unavailable(_cause(exc, self.timeout_s)) from None
+            raise self._unavailable(failure_cause(exc, self.timeout_s)) from None
 
     def _require_writable(self, what: str) -> None:
         if not self.writable:
@@ -475,53 +478,3 @@ class KubernetesClient:
 
     def _unavailable(self, cause: str) -> TargetUnavailable:
         return TargetUnavailable(self.name, f"kubernetes {self.spec.address()}", cause)
-
-
-def _server_time(header: str | None) -> datetime:
-    if header:
-        try:
-            return email.utils.parsedate_to_datetime(header).astimezone(UTC)
-        except (TypeError, ValueError):
-            pass
-    return datetime.now(UTC)
-
-
-def _grant(verb: str, resource: str, namespace: str) -> str:
-    kind = resource.split("/", 1)[0]
-    return (f"RBAC: {verb} on {resource} in namespace {namespace} (e.g. kubectl create role "
-            f"opsverify-read --verb=get,list --resource={kind} -n {namespace}, bound to the "
-            "checks' account)")
-
-
-def _api_cause(exc: Any, timeout_s: float) -> str:
-    """``API server answered 401 Unauthorized: …`` from an ApiException."""
-    if not exc.status:  # the client wraps a TLS failure as an ApiException of status 0
-        return _cause(RuntimeError(str(exc.reason or "")), timeout_s)
-    message = ""
-    try:
-        message = str(json.loads(exc.body or "{}").get("message") or "")
-    except (TypeError, ValueError, AttributeError):
-        message = ""
-    status = f"{exc.status} {exc.reason}".strip() if exc.reason else str(exc.status)
-    if exc.status == 401:
-        return f"API server answered {status}: the credentials were refused"
-    return f"API server answered {status}" + (f": {one_line(message)}" if message else "")
-
-
-def _cause(exc: BaseException, timeout_s: float) -> str:
-    """Why the API server could not be asked, in one line, without urllib3's wrapping."""
-    text = f"{type(exc).__name__}: {exc}"
-    for needle, cause in (
-        ("CERTIFICATE_VERIFY_FAILED", "TLS certificate not trusted (the kubeconfig's CA?)"),
-        ("SSLError", "TLS handshake failed"),
-        ("Connection refused", "connection refused"),
-        ("Connection reset", "connection reset"),
-        ("RemoteDisconnected", "the server closed the connection without answering"),
-        ("Name or service not known", "DNS: the API server's name does not resolve"),
-        ("nodename nor servname", "DNS: the API server's name does not resolve"),
-        ("timed out", f"no answer within {timeout_s:g} s"),
-        ("Timeout", f"no answer within {timeout_s:g} s"),
-    ):
-        if needle in text:
-            return cause
-    return one_line(SECRETS.scrub(str(exc)), 300) or type(exc).__name__

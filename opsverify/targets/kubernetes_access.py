@@ -1,5 +1,6 @@
 """How a kubernetes client reaches its API server: the kubeconfig it reads (and the tokens
-it registers as secrets as it reads them), and what its ``ApiClient`` may send.
+it registers as secrets as it reads them), what its ``ApiClient`` may send, and what a
+failure to reach the server means, in one line.
 
 The guard is a subclass of the ``kubernetes`` package's ``ApiClient`` whose ``call_api`` (the
 one method every typed API's request goes through) refuses anything but a GET or HEAD before
@@ -9,11 +10,14 @@ remediations (``remediation_write``), method, path and body.
 
 from __future__ import annotations
 
+import email.utils
 import functools
+import json
 import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -22,7 +26,7 @@ import yaml
 
 from opsverify.errors import WriteRefused
 from opsverify.secrets import SECRETS
-from opsverify.targets.kubernetes_model import RESTARTED_AT
+from opsverify.targets.kubernetes_model import RESTARTED_AT, one_line
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
@@ -154,3 +158,54 @@ def register_tokens(configuration: Any) -> None:
     for value in (configuration.api_key or {}).values():
         SECRETS.add(str(value))
         SECRETS.add(str(value).split(" ", 1)[-1])  # "Bearer <token>": the token alone
+
+
+# -- what a failure to reach the server means, in one line -----------------------------
+def server_time(header: str | None) -> datetime:
+    if header:
+        try:
+            return email.utils.parsedate_to_datetime(header).astimezone(UTC)
+        except (TypeError, ValueError):
+            pass
+    return datetime.now(UTC)
+
+
+def rbac_grant(verb: str, resource: str, namespace: str) -> str:
+    kind = resource.split("/", 1)[0]
+    return (f"RBAC: {verb} on {resource} in namespace {namespace} (e.g. kubectl create role "
+            f"opsverify-read --verb=get,list --resource={kind} -n {namespace}, bound to the "
+            "checks' account)")
+
+
+def api_cause(exc: Any, timeout_s: float) -> str:
+    """``API server answered 401 Unauthorized: …`` from an ApiException."""
+    if not exc.status:  # the client wraps a TLS failure as an ApiException of status 0
+        return failure_cause(RuntimeError(str(exc.reason or "")), timeout_s)
+    message = ""
+    try:
+        message = str(json.loads(exc.body or "{}").get("message") or "")
+    except (TypeError, ValueError, AttributeError):
+        message = ""
+    status = f"{exc.status} {exc.reason}".strip() if exc.reason else str(exc.status)
+    if exc.status == 401:
+        return f"API server answered {status}: the credentials were refused"
+    return f"API server answered {status}" + (f": {one_line(message)}" if message else "")
+
+
+def failure_cause(exc: BaseException, timeout_s: float) -> str:
+    """Why the API server could not be asked, in one line, without urllib3's wrapping."""
+    text = f"{type(exc).__name__}: {exc}"
+    for needle, cause in (
+        ("CERTIFICATE_VERIFY_FAILED", "TLS certificate not trusted (the kubeconfig's CA?)"),
+        ("SSLError", "TLS handshake failed"),
+        ("Connection refused", "connection refused"),
+        ("Connection reset", "connection reset"),
+        ("RemoteDisconnected", "the server closed the connection without answering"),
+        ("Name or service not known", "DNS: the API server's name does not resolve"),
+        ("nodename nor servname", "DNS: the API server's name does not resolve"),
+        ("timed out", f"no answer within {timeout_s:g} s"),
+        ("Timeout", f"no answer within {timeout_s:g} s"),
+    ):
+        if needle in text:
+            return cause
+    return one_line(SECRETS.scrub(str(exc)), 300) or type(exc).__name__
