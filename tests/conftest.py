@@ -355,40 +355,37 @@ def outcomes(checks: dict[str, dict[str, Any]]) -> dict[str, str]:
     return {name: c["outcome"] for name, c in checks.items()}
 
 
+def sandbox_component(name: str, spec: SandboxSpec, kind: type[C],
+                      faults: frozenset[str] = frozenset()) -> Iterator[C]:
+    """One sandbox component, started (and broken by ``faults``) as the sandbox starts it,
+    for a module fixture; a SKIP naming the install step where it cannot run here."""
+    box = Sandbox.plan(spec, faults)
+    try:
+        box.start()
+        if name in box.skipped:
+            pytest.skip(box.skipped[name])
+        component = box.components[name]
+        assert isinstance(component, kind)
+        yield component
+    finally:
+        box.stop()
+
+
 def private_docker_engine() -> Iterator[DockerEngine]:
-    """The sandbox's private Docker engine (--bridge=none --iptables=false) on its own, for
-    a module fixture; a SKIP naming the install step where it cannot run here.
+    """The sandbox's private Docker engine (--bridge=none --iptables=false) on its own.
 
     Usage: ``yield from private_docker_engine()``
     """
-    box = Sandbox.plan(SandboxSpec(docker=DockerComponent()), frozenset())
-    try:
-        box.start()
-        if "docker" in box.skipped:
-            pytest.skip(box.skipped["docker"])
-        component = box.components["docker"]
-        assert isinstance(component, DockerEngine)
-        yield component
-    finally:
-        box.stop()
+    yield from sandbox_component("docker", SandboxSpec(docker=DockerComponent()), DockerEngine)
 
 
 def kubernetes_cluster(faults: frozenset[str] = frozenset()) -> Iterator[KubernetesCluster]:
-    """The sandbox's kube-apiserver and etcd on their own, seeded (and broken by ``faults``),
-    for a module fixture; a SKIP naming the build step where the binaries are missing.
+    """The sandbox's kube-apiserver and etcd on their own, seeded (and broken by ``faults``).
 
     Usage: ``yield from kubernetes_cluster()``; ``cluster.session()`` writes as an admin.
     """
-    box = Sandbox.plan(SandboxSpec(kubernetes=KubernetesComponent()), faults)
-    try:
-        box.start()
-        if "kubernetes" in box.skipped:
-            pytest.skip(box.skipped["kubernetes"])
-        component = box.components["kubernetes"]
-        assert isinstance(component, KubernetesCluster)
-        yield component
-    finally:
-        box.stop()
+    yield from sandbox_component("kubernetes", SandboxSpec(kubernetes=KubernetesComponent()),
+                                 KubernetesCluster, faults)
 
 
 def processes_matching(pattern: str) -> list[str]:

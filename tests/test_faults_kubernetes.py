@@ -55,6 +55,15 @@ def cluster_environment() -> dict[str, Any]:
     return data
 
 
+def run(project: Any, data: dict[str, Any], marks: str, *faults: str) -> Any:
+    """The Kubernetes checks against ``data`` in one process, with ``faults`` injected."""
+    for check in CHECKS:
+        project.copy_check(check)
+    project.write_env(data)
+    args = [a for f in faults if f != "none" for a in ("--sandbox-fault", f)]
+    return project.run("-m", marks, "-p", "no:xdist", *args)
+
+
 def summary(project: Any, env: str = "sandbox") -> dict[str, dict[str, Any]]:
     data = json.loads((project.latest(env) / "summary.json").read_text())
     return {c["nodeid"]: c for c in data["checks"]}
@@ -62,11 +71,7 @@ def summary(project: Any, env: str = "sandbox") -> dict[str, dict[str, Any]]:
 
 @pytest.mark.parametrize("fault", list(CAUGHT))
 def test_a_kubernetes_fault_turns_exactly_its_checks_red(project: Any, fault: str) -> None:
-    for check in CHECKS:
-        project.copy_check(check)
-    project.write_env(cluster_environment())
-    args = ["--sandbox-fault", fault] if fault != "none" else []
-    result = project.run("-m", "daily or weekly or monthly", "-p", "no:xdist", *args)
+    result = run(project, cluster_environment(), "daily or weekly or monthly", fault)
     checks = summary(project)
     assert len(checks) >= 9, sorted(checks)
     red = {n for n, c in checks.items() if c["outcome"] in ("FAIL", "ERROR")}
@@ -83,10 +88,7 @@ def test_a_kubernetes_fault_turns_exactly_its_checks_red(project: Any, fault: st
 
 
 def test_kubernetes_down_is_one_error_line_per_check(project: Any) -> None:
-    for check in CHECKS:
-        project.copy_check(check)
-    project.write_env(cluster_environment())
-    result = project.run("-m", "daily", "-p", "no:xdist", "--sandbox-fault", "kubernetes-down")
+    result = run(project, cluster_environment(), "daily", "kubernetes-down")
     checks = summary(project)
     assert checks
     for nodeid, check in checks.items():
@@ -113,11 +115,7 @@ def tekutoko_gke() -> dict[str, Any]:
 @pytest.mark.parametrize("fault", ["none", "cronjob-missed"])
 def test_the_tekutoko_example_runs_against_the_sandbox_cluster(project: Any,
                                                                fault: str) -> None:
-    for check in CHECKS:
-        project.copy_check(check)
-    project.write_env(tekutoko_gke())
-    args = ["--sandbox-fault", fault] if fault != "none" else []
-    result = project.run("-m", "daily", "-p", "no:xdist", *args)
+    result = run(project, tekutoko_gke(), "daily", fault)
     checks = summary(project)
     outcomes = {n.split("::")[1]: c["outcome"] for n, c in checks.items()}
     want_red = {"test_cronjob_last_success_recent[gke:tekutoko-db-backup]"} \
