@@ -237,14 +237,17 @@ class Unblock:
 
     def _let_go(self, blocker: Blocker) -> bool:
         """Whether the cancelled blocker stopped blocking within the grace; ``False`` at
-        once when it is no longer running a statement but still blocks."""
+        once when it is idle in its transaction, still blocking (the cancel had nothing to
+        cancel). One the cancel aborted (``idle in transaction (aborted)``) has released
+        its locks, but its waiters are granted them a moment later: it gets the grace."""
         deadline = time.monotonic() + self.grace_s
         while self.still_blocking(blocker):
             state = self.client.query(
                 "SELECT coalesce(state, '') FROM pg_stat_activity "
                 "WHERE pid = %s AND backend_start = %s",
                 (blocker.backend.pid, blocker.backend.backend_start))
-            if (state and state[0][0] != "active") or time.monotonic() > deadline:
+            rolling_back = state and state[0][0] in ("active", "idle in transaction (aborted)")
+            if (state and not rolling_back) or time.monotonic() > deadline:
                 return False
             time.sleep(POLL_S)
         return True
