@@ -40,9 +40,10 @@ from opsverify.sandbox.kubernetes_state import (
 from opsverify.sandbox.process import free_port
 from opsverify.sandbox.spec import KubernetesComponent
 from opsverify.secrets import SECRETS
+from opsverify.targets.base import api_time
 from opsverify.targets.kubernetes import KubernetesClient, KubernetesTarget
 from opsverify.targets.kubernetes_access import read_kubeconfig
-from opsverify.targets.kubernetes_model import image_tag_problem, parse_time
+from opsverify.targets.kubernetes_model import image_tag_problem
 from tests.conftest import HungServer, Project, Result, running
 
 
@@ -214,11 +215,14 @@ def test_what_an_unpinned_image_is(image: str, problem: str | None) -> None:
 
 
 def test_times_as_the_api_writes_them() -> None:
-    assert parse_time("2026-12-01T03:04:00Z") == dt.datetime(2026, 12, 1, 3, 4, tzinfo=dt.UTC)
-    assert parse_time("2026-12-01T03:04:00.123456789Z") == dt.datetime(
+    assert api_time("2026-12-01T03:04:00Z") == dt.datetime(2026, 12, 1, 3, 4, tzinfo=dt.UTC)
+    assert api_time("2026-12-01T03:04:00.123456789Z") == dt.datetime(
         2026, 12, 1, 3, 4, 0, 123456, tzinfo=dt.UTC)
-    assert parse_time(None) is None
-    assert parse_time("yesterday") is None
+    assert api_time("2026-12-01T12:04:00+09:00") == dt.datetime(2026, 12, 1, 3, 4,
+                                                                 tzinfo=dt.UTC)
+    assert api_time(None) is None
+    assert api_time("yesterday") is None
+    assert api_time("0001-01-01T00:00:00Z") is None  # Go's zero time: never
 
 
 # -- a real API server ---------------------------------------------------------------------

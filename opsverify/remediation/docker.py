@@ -13,17 +13,16 @@ check (``docker_admin``).
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field
 
 from opsverify.remediation import Item
-from opsverify.targets.base import Section
+from opsverify.targets.base import Section, api_time
 
 if TYPE_CHECKING:
     from opsverify.targets.docker import ContainerState, DockerClient
@@ -37,7 +36,6 @@ STOP_TIMEOUT_S = 10
 # The longest the re-check waits for a restarted container's first health probe.
 HEALTH_WAIT_MAX_S = 120.0
 POLL_S = 0.25
-_TIMESTAMP = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$")
 
 
 class RestartUnhealthySettings(Section):
@@ -113,20 +111,9 @@ def _unhealthy_since(log: list[dict[str, Any]], streak: int,
         return None, False
     back = streak - retries + 1  # how many probes from the end the turning one is
     if 1 <= back <= len(log):
-        return parse_time(str(log[-back].get("End") or "")), True
+        return api_time(str(log[-back].get("End") or "")), True
     oldest = log[-min(streak, len(log))]
-    return parse_time(str(oldest.get("End") or "")), False
-
-
-def parse_time(text: str) -> datetime | None:
-    """An Engine API timestamp (RFC 3339 with nanoseconds) in UTC; None for the zero time."""
-    match = _TIMESTAMP.match(text.strip())
-    if match is None or text.startswith("0001-"):
-        return None
-    whole, fraction, zone = match.groups()
-    micros = (fraction or "0")[:6].ljust(6, "0")
-    parsed = datetime.fromisoformat(f"{whole}.{micros}{'+00:00' if zone == 'Z' else zone}")
-    return parsed.astimezone(UTC)
+    return api_time(str(oldest.get("End") or "")), False
 
 
 def health_wait_s(data: dict[str, Any]) -> float:

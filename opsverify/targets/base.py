@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import queue
+import re
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -37,6 +39,27 @@ class DeclaredCheck(Section):
     @classmethod
     def _one_or_many(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
+
+
+_RFC3339 = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$")
+
+
+def api_time(text: object) -> datetime | None:
+    """A timestamp as the Docker Engine and Kubernetes APIs write it (RFC 3339, fractions
+    down to nanoseconds: ``2026-12-01T03:00:00.123456789Z``) in UTC; ``None`` when absent,
+    unreadable, or Go's zero time (``0001-01-01T00:00:00Z``: never)."""
+    if not isinstance(text, str):
+        return None
+    match = _RFC3339.match(text.strip())
+    if match is None or text.strip().startswith("0001-"):
+        return None
+    whole, fraction, zone = match.groups()
+    micros = (fraction or "0")[:6].ljust(6, "0")
+    try:
+        parsed = datetime.fromisoformat(f"{whole}.{micros}{'+00:00' if zone == 'Z' else zone}")
+    except ValueError:  # well-formed, but no such date (2026-02-30)
+        return None
+    return parsed.astimezone(UTC)
 
 
 def names_or_mapping(value: Any) -> Any:

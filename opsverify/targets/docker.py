@@ -31,12 +31,13 @@ import requests
 from pydantic import Field, field_validator
 
 from opsverify.errors import TargetUnavailable, WriteRefused
-from opsverify.remediation.docker import DockerRemediation, parse_time
+from opsverify.remediation.docker import DockerRemediation
 from opsverify.secrets import SECRETS
 from opsverify.targets.base import (
     DeadlinePassed,
     Section,
     TargetSpec,
+    api_time,
     names_or_mapping,
     run_within,
 )
@@ -439,7 +440,7 @@ class DockerClient:
     def engine_time(self) -> datetime:
         """The engine's clock (``docker info``'s SystemTime): health timestamps are its."""
         api = self.api
-        now = parse_time(str(self._call(api.info).get("SystemTime") or ""))
+        now = api_time(str(self._call(api.info).get("SystemTime") or ""))
         return now if now is not None else datetime.now(UTC)
 
     def matching(self, declared: DeclaredContainer) -> list[ContainerState]:

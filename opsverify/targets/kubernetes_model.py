@@ -8,10 +8,11 @@ parse, the checks judge.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Generic, TypeVar
+
+from opsverify.targets.base import api_time
 
 # Why a container waits that means it will not run until someone acts: the kubelet's
 # back-off reasons, and the configuration errors it cannot get past by retrying.
@@ -20,21 +21,7 @@ BAD_WAITING = frozenset({"CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull",
                          "CreateContainerError", "RunContainerError"})
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 MESSAGE_CHARS = 200
-_FRACTION = re.compile(r"\.(\d+)")
 T = TypeVar("T")
-
-
-def parse_time(text: object) -> datetime | None:
-    """An RFC 3339 time as the API writes it (``2026-12-01T03:00:00Z``, MicroTime with
-    ``.123456Z``) in UTC; ``None`` when absent or unreadable."""
-    if not isinstance(text, str) or not text:
-        return None
-    value = _FRACTION.sub(lambda m: "." + m.group(1)[:6].ljust(6, "0"), text.strip(), count=1)
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
 def show_time(when: datetime | None) -> str:
@@ -307,7 +294,7 @@ class HpaState:
             desired=_int(status.get("desiredReplicas")),
             cpu_utilization=_int(cpu) if isinstance(cpu, int) else None,
             cpu_target=_int(cpu_target) if isinstance(cpu_target, int) else None,
-            last_scale=parse_time(status.get("lastScaleTime")),
+            last_scale=api_time(status.get("lastScaleTime")),
         )
 
 
@@ -328,9 +315,9 @@ class CronJobState:
         return cls(
             namespace=str(meta.get("namespace", "")), name=str(meta.get("name", "")),
             schedule=str(spec.get("schedule", "")), suspended=spec.get("suspend") is True,
-            created=parse_time(meta.get("creationTimestamp")),
-            last_schedule=parse_time(status.get("lastScheduleTime")),
-            last_success=parse_time(status.get("lastSuccessfulTime")),
+            created=api_time(meta.get("creationTimestamp")),
+            last_schedule=api_time(status.get("lastScheduleTime")),
+            last_success=api_time(status.get("lastSuccessfulTime")),
             active=tuple(str(_dict(a).get("name", "")) for a in _list(status.get("active"))),
         )
 
@@ -354,9 +341,9 @@ class EventState:
         # When it was last seen: the series' last observation (events.k8s.io), else the
         # last occurrence (core/v1), else when it happened once; creation only as a last
         # resort (a re-created old event is not new).
-        times = [parse_time(series.get("lastObservedTime")), parse_time(data.get("lastTimestamp")),
-                 parse_time(data.get("eventTime")), parse_time(data.get("firstTimestamp")),
-                 parse_time(meta.get("creationTimestamp"))]
+        times = [api_time(series.get("lastObservedTime")), api_time(data.get("lastTimestamp")),
+                 api_time(data.get("eventTime")), api_time(data.get("firstTimestamp")),
+                 api_time(meta.get("creationTimestamp"))]
         seen = next((t for t in times if t is not None), None)
         return cls(
             namespace=str(meta.get("namespace", "")), type=str(data.get("type") or ""),
