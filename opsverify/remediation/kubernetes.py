@@ -82,6 +82,13 @@ def _refs(client: KubernetesClient, entries: list[str]) -> list[ObjectRef]:
     return [client.resolve(client.spec.ref(entry)) for entry in entries]
 
 
+def replaced(state: DeploymentState | None) -> str:
+    """The drift of a planned deployment that is no longer the one planned (its uid)."""
+    if state is None:
+        return "the deployment was deleted"
+    return f"deleted and created again since the plan (uid {state.uid[:8]})"
+
+
 def crash_looping(client: KubernetesClient, state: DeploymentState) -> list[str]:
     """``pod/container`` of the deployment's pods waiting in CrashLoopBackOff."""
     if not state.selector:
@@ -134,10 +141,8 @@ class RolloutRestart:
     def drift(self, item: Item) -> str | None:
         planned: PlannedDeployment = item.ref
         state = self.client.deployment_state(planned.ref)
-        if state is None:
-            return "the deployment was deleted"
-        if state.uid != planned.uid:
-            return f"deleted and created again since the plan (uid {state.uid[:8]})"
+        if state is None or state.uid != planned.uid:
+            return replaced(state)
         if state.generation != planned.generation:
             return (f"changed since the plan (generation {planned.generation} → "
                     f"{state.generation}): restarted or edited by someone else")
@@ -197,10 +202,8 @@ class Scale:
     def drift(self, item: Item) -> str | None:
         planned: PlannedScale = item.ref
         state = self.client.deployment_state(planned.ref)
-        if state is None:
-            return "the deployment was deleted"
-        if state.uid != planned.uid:
-            return f"deleted and created again since the plan (uid {state.uid[:8]})"
+        if state is None or state.uid != planned.uid:
+            return replaced(state)
         if state.replicas != planned.current:
             return f"spec.replicas is {state.replicas} now (planned from {planned.current})"
         return None
