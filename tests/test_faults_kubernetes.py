@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -129,7 +128,7 @@ def test_every_kubernetes_fault_is_in_the_matrix() -> None:
     from opsverify.sandbox.kubernetes import KubernetesCluster
 
     assert set(KubernetesCluster.faults) == {*CAUGHT, "kubernetes-down"} - {"none"}
-    readme = Path(ROOT / "README.md").read_text()
+    readme = (ROOT / "README.md").read_text()
     assert all(f"`{fault}`" in readme for fault in KubernetesCluster.faults)
 
 

@@ -26,7 +26,7 @@ from pydantic import ValidationError
 
 from opsverify.errors import TargetUnavailable, WriteRefused
 from opsverify.sandbox.base import SandboxContext
-from opsverify.sandbox.kubernetes import USER, KubernetesCluster, binary
+from opsverify.sandbox.kubernetes import USER, KubernetesCluster, binaries
 from opsverify.sandbox.kubernetes_state import (
     APP,
     BACKUP,
@@ -49,8 +49,7 @@ from tests.conftest import HungServer, Project, Result, running
 
 def _installed() -> bool:
     try:
-        binary("kube-apiserver", "v1.37.2")
-        binary("etcd", "v3.7.3")
+        binaries()
     except FileNotFoundError:
         return False
     return True

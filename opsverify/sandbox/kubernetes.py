@@ -53,15 +53,23 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "opsverify"
 
 
-def binary(name: str, version: str) -> str:
-    """``name`` from the build cache of ``version``, else from ``PATH``."""
-    built = cache_dir() / f"{'etcd' if name == 'etcd' else 'kubernetes'}-{version}" / "bin" / name
+def binary(name: str, build: str) -> str:
+    """``name`` from ``./ops``'s build of ``build`` (``etcd-v3.7.3``) in the user's cache,
+    else from ``PATH``."""
+    built = cache_dir() / build / "bin" / name
     if built.is_file() and os.access(built, os.X_OK):
         return str(built)
     found = shutil.which(name)
     if found is None:
-        raise FileNotFoundError(f"{name} {version} not found ({BUILD_HINT})")
+        raise FileNotFoundError(f"{name} {build.rsplit('-', 1)[-1]} not found ({BUILD_HINT})")
     return found
+
+
+def binaries() -> tuple[str, str]:
+    """etcd and kube-apiserver, as ./ops builds them; ``FileNotFoundError`` naming the
+    build step when either is missing."""
+    return (binary("etcd", f"etcd-{ETCD_VERSION}"),
+            binary("kube-apiserver", f"kubernetes-{KUBERNETES_VERSION}"))
 
 
 class KubernetesCluster:
@@ -94,7 +102,7 @@ class KubernetesCluster:
         self.processes: list[subprocess.Popen[bytes]] = []
         self.argv: dict[str, list[str]] = {}
         self.controller: RolloutController | None = None  # after the faults: see inject
-        self.controller_session = requests.Session()
+        self.controller_session: requests.Session | None = None
         # Made with the plan, so that the kubeconfig exists even when kubernetes-down
         # starts no server: its clients then meet a refused connection, as in production.
         self.dir.mkdir(parents=True)
@@ -114,8 +122,7 @@ class KubernetesCluster:
 
     # -- the three steps ------------------------------------------------------------------
     def prepare(self) -> None:
-        etcd = binary("etcd", ETCD_VERSION)
-        apiserver = binary("kube-apiserver", KUBERNETES_VERSION)
+        etcd, apiserver = binaries()
         key = rsa.generate_private_key(65537, 2048)
         signing, public = self.dir / "sa.key", self.dir / "sa.pub"
         signing.write_bytes(key.private_bytes(serialization.Encoding.PEM,
@@ -211,14 +218,15 @@ class KubernetesCluster:
             finally:
                 session.close()
         # From now on a changed deployment rolls out, as a cluster's controllers would.
-        self.controller_session = self.session()
+        session = self.controller_session = self.session()
         self.controller = RolloutController(
-            Cluster(ApiWriter(self.controller_session, self.url), self.spec.namespace))
+            Cluster(ApiWriter(session, self.url), self.spec.namespace))
         self.controller.start()
 
     def stop(self) -> None:
         if self.controller is not None:
             self.controller.stop()
+        if self.controller_session is not None:
             self.controller_session.close()
         for process in reversed(self.processes):
             stop(process)
