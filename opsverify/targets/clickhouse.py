@@ -22,7 +22,7 @@ from pydantic import Field, field_validator
 
 from opsverify.errors import MissingPrivilege, TargetUnavailable, WriteRefused
 from opsverify.targets.base import TargetSpec
-from opsverify.targets.http import USER_AGENT, ReadOnlySession, get_within
+from opsverify.targets.http import ReadOnlySession, get_within, pinned
 
 READ_ONLY_VERBS = frozenset({"select", "show", "exists", "describe", "desc", "with"})
 # UNKNOWN_USER, WRONG_PASSWORD, REQUIRED_PASSWORD, IP_ADDRESS_NOT_ALLOWED, AUTHENTICATION_FAILED
@@ -127,9 +127,7 @@ class ClickHouseClient:
         self.spec = spec
         self.timeout_s = timeout_s
         self.base = spec.url.rstrip("/") + "/"
-        self.session = ReadOnlySession()
-        self.session.verify = spec.verify_tls
-        self.session.headers["User-Agent"] = USER_AGENT
+        self.session = pinned(ReadOnlySession(), spec.url, spec.verify_tls)
         self.session.headers["X-ClickHouse-User"] = spec.user
         if spec.password:
             self.session.headers["X-ClickHouse-Key"] = spec.password

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import http.cookiejar
 import json
+import os
 import re
 import socket
 import threading
@@ -13,7 +14,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar, cast
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -21,7 +22,7 @@ from pydantic import Field, field_validator, model_validator
 
 from opsverify.errors import TargetUnavailable, WriteRefused
 from opsverify.remediation.http import HttpRemediation
-from opsverify.targets import tls
+from opsverify.targets import http_wire, tls
 from opsverify.targets.base import (
     Deadline,
     DeadlinePassed,
@@ -30,6 +31,9 @@ from opsverify.targets.base import (
     TargetSpec,
     run_within,
 )
+from opsverify.targets.http_wire import Fetched
+
+S = TypeVar("S", bound=requests.Session)
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
@@ -241,6 +245,26 @@ class ReadOnlySession(requests.Session):
         return super().send(request, **kwargs)
 
 
+def pinned(session: S, url: str, verify_tls: bool | str) -> S:
+    """``session`` with what requests would read from the environment on every request read
+    once, now: the proxies for ``url`` (``*_PROXY``, ``NO_PROXY``), ``~/.netrc``'s credentials
+    for its host (they win over the URL's, as in requests) and, for ``verify_tls: true``,
+    ``REQUESTS_CA_BUNDLE`` / ``CURL_CA_BUNDLE``. Probes run on the pool's threads while
+    pytest sets ``PYTEST_CURRENT_TEST`` on its own: reading ``os.environ`` there raced it
+    (a KeyError out of ``getproxies``), and cost a scan of the environment per request."""
+    session.trust_env = False
+    session.proxies.update(requests.utils.get_environ_proxies(url))
+    netrc = requests.utils.get_netrc_auth(url)
+    if netrc:
+        session.auth = netrc
+    if verify_tls is True:
+        verify_tls = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get(
+            "CURL_CA_BUNDLE") or True
+    session.verify = verify_tls
+    session.headers["User-Agent"] = USER_AGENT
+    return session
+
+
 class PostOnlySession(requests.Session):
     """The write-capable client's second session: POST, and nothing else (its reads go
     through a :class:`ReadOnlySession`)."""
@@ -278,11 +302,16 @@ class HttpClient:
         self.name = name
         self.spec = spec
         self.timeout_s = timeout_s
-        self.session = ReadOnlySession()
-        self.session.headers["User-Agent"] = USER_AGENT
-        self.session.verify = spec.verify_tls
+        self.session = pinned(ReadOnlySession(), spec.url, spec.verify_tls)
         self._lock = threading.Lock()
         self._anonymous: requests.Session | None = None
+        # The target's own GETs go on the wire unless a proxy carries them (requests does).
+        verify: bool | str = self.session.verify  # type: ignore[assignment]
+        self._wire = None if requests.utils.select_proxy(spec.url, self.session.proxies) \
+            else http_wire.Wire(spec.url, verify)
+        netrc = self.session.auth if isinstance(self.session.auth, tuple) else None
+        credentials = netrc or http_wire.url_credentials(spec.url)
+        self._authorization = http_wire.basic_auth(*credentials) if credentials else None
 
     def url_for(self, path: str) -> str:
         """``path`` under the target's URL (``https://host/api`` + ``/health``)."""
@@ -341,12 +370,37 @@ class HttpClient:
 
     def _get(self, session: requests.Session, url: str, path: str,
              headers: Mapping[str, str] | None, auth: Any = None) -> HttpResponse:
-        fetched = get_within(session, url, timeout_s=self.timeout_s,
-                             verify_tls=self.spec.verify_tls, unavailable=self._unavailable,
-                             headers=headers, auth=auth)
+        if session is self.session and self._wire is not None and auth is None and \
+                _origin(url) == _origin(self.spec.url):
+            fetched = self._wire_get(self._wire, url, headers)
+        else:
+            fetched = get_within(session, url, timeout_s=self.timeout_s,
+                                 verify_tls=self.spec.verify_tls,
+                                 unavailable=self._unavailable, headers=headers, auth=auth)
         return HttpResponse(path, fetched.status, fetched.elapsed_ms, fetched.body,
                             fetched.headers.get("content-type", ""), fetched.headers,
                             fetched.set_cookies)
+
+    def _wire_get(self, wire: http_wire.Wire, url: str,
+                  headers: Mapping[str, str] | None) -> Fetched:
+        """A GET as requests would send it (the session's headers, then the call's, then
+        the credentials), on the wire."""
+        sent = requests.structures.CaseInsensitiveDict(self.session.headers)
+        sent.update(headers or {})
+        sent["Accept-Encoding"] = http_wire.ACCEPT_ENCODING
+        if self._authorization:
+            sent["Authorization"] = self._authorization
+        parts = urlsplit(url)
+        target = requests.utils.requote_uri(
+            (parts.path or "/") + (f"?{parts.query}" if parts.query else ""))
+        try:
+            return wire.get(target, cast(Mapping[str, str], sent), timeout_s=self.timeout_s,
+                            cookies=self.session.cookies, url=url)
+        except Exception as exc:
+            said = http_wire.cause(exc, self.timeout_s, self.spec.verify_tls, _reason)
+            if said is None:
+                raise
+            raise self._unavailable(said) from None
 
     def redirect_target(self, path: str, location: str | None) -> str | None:
         """Where a ``Location`` answered for ``path`` points, shown as a path when it stays
@@ -373,6 +427,8 @@ class HttpClient:
 
     def close(self) -> None:
         self.session.close()
+        if self._wire is not None:
+            self._wire.close()
         if self._anonymous is not None:
             self._anonymous.close()
 
@@ -387,9 +443,7 @@ class HttpWriteClient(HttpClient):
 
     def __init__(self, name: str, spec: HttpTarget, timeout_s: float) -> None:
         super().__init__(name, spec, timeout_s)
-        self.poster = PostOnlySession()
-        self.poster.headers["User-Agent"] = USER_AGENT
-        self.poster.verify = spec.verify_tls
+        self.poster = pinned(PostOnlySession(), spec.url, spec.verify_tls)
         self.allowed_posts = spec.remediation.posts()
 
     def post(self, path: str) -> HttpResponse:
@@ -421,19 +475,12 @@ class _NoCredentials(requests.auth.AuthBase):
 def _anonymous_session(like: requests.Session) -> requests.Session:
     """A read-only session that keeps no cookie (its jar refuses every one)."""
     session = ReadOnlySession()
+    session.trust_env = False
+    session.proxies.update(like.proxies)
     session.headers["User-Agent"] = USER_AGENT
     session.verify = like.verify
     session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
     return session
-
-
-@dataclass(frozen=True)
-class Fetched:
-    status: int
-    body: bytes
-    elapsed_ms: float
-    headers: dict[str, str]  # lower-case names
-    set_cookies: tuple[str, ...] = ()
 
 
 def get_within(session: requests.Session, url: str, *, timeout_s: float,
@@ -497,7 +544,7 @@ def _cut(response: requests.Response) -> None:
             sock.shutdown(socket.SHUT_RDWR)
 
 
-def _reason(exc: Exception) -> str:
+def _reason(exc: BaseException) -> str:
     """The innermost cause of a requests error, without the URL (it may hold credentials)."""
     text = str(exc)
     verify = re.search(r"certificate verify failed: ([^(]+?)\s*\(_ssl", text)
