@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from opsverify.errors import TargetUnavailable
-from opsverify.probes import ProbePool
+from opsverify.probes import EAGER_THREADS, ProbePool
 
 
 class Peak:
@@ -136,6 +136,41 @@ def test_time_queued_is_not_time_taken() -> None:
     assert last.elapsed_s < 0.15  # its own sleep
     assert last.waited_s >= 0.15  # behind four others
     assert "queued" in last.line()
+
+
+def test_threads_start_as_slow_probes_need_them_not_for_fast_ones() -> None:
+    """Quick probes are CPU: the first EAGER_THREADS threads do them all. Probes that wait
+    (slow or hung targets) bring more threads, up to the limit, whether a reader waits or
+    not."""
+    wide = ProbePool(max_concurrency=16, per_target=2)
+    try:
+        with wide.held():
+            quick = [wide.submit(f"q{i}", "read", lambda: sum(range(100))) for i in range(300)]
+        assert all(p.result() == 4950 for p in quick)
+        assert len(wide._threads) <= EAGER_THREADS
+        peak = Peak()
+        with wide.held():
+            slow = [wide.submit(f"s{i}", "read", sleeper(peak, f"s{i}", 0.1)) for i in range(48)]
+        wide.wait_idle()  # no reader nudges: the threads' own slow probes grow the pool
+        assert all(p.done() for p in slow)
+        assert peak.peak["*"] == 16
+    finally:
+        wide.close()
+    fresh = ProbePool(max_concurrency=16, per_target=2)
+    hung = threading.Event()
+    try:
+        with fresh.held():
+            stuck = [fresh.submit(f"h{i}", "read", lambda: hung.wait(10))
+                     for i in range(EAGER_THREADS)]
+            late = fresh.submit("late", "read", lambda: "answered")
+        # Every thread there waits on a hung target: the reader's wait starts another.
+        assert late.result() == "answered"
+        assert not any(p.done() for p in stuck)
+        hung.set()
+        assert all(p.result() for p in stuck)
+    finally:
+        hung.set()
+        fresh.close()
 
 
 def test_wait_idle_returns_when_everything_ran(pool: ProbePool) -> None:
