@@ -22,7 +22,7 @@ from pydantic import Field, field_validator
 
 from opsverify.errors import MissingPrivilege, TargetUnavailable, WriteRefused
 from opsverify.targets.base import TargetSpec
-from opsverify.targets.http import ReadOnlySession, get_within, pinned
+from opsverify.targets.http_session import ReadOnlySession, get_within, pinned
 
 READ_ONLY_VERBS = frozenset({"select", "show", "exists", "describe", "desc", "with"})
 # UNKNOWN_USER, WRONG_PASSWORD, REQUIRED_PASSWORD, IP_ADDRESS_NOT_ALLOWED, AUTHENTICATION_FAILED

@@ -3,18 +3,12 @@ for a remediation only, a client that may also POST to the paths the section dec
 
 from __future__ import annotations
 
-import contextlib
-import http.cookiejar
 import json
-import os
-import re
-import socket
 import threading
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, Literal, cast
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -24,20 +18,22 @@ from opsverify.errors import TargetUnavailable, WriteRefused
 from opsverify.remediation.http import HttpRemediation
 from opsverify.targets import http_wire, tls
 from opsverify.targets.base import (
-    Deadline,
-    DeadlinePassed,
     DeclaredCheck,
     Section,
     TargetSpec,
-    run_within,
+)
+from opsverify.targets.http_session import (
+    NoCredentials,
+    PostOnlySession,
+    ReadOnlySession,
+    anonymous_session,
+    get_within,
+    pinned,
+    reason,
 )
 from opsverify.targets.http_wire import Fetched
 
-S = TypeVar("S", bound=requests.Session)
-
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-USER_AGENT = "opsverify/0.1"
 
 
 class HealthProbe(Section):
@@ -228,73 +224,6 @@ def http_url(value: str) -> str:
     return value
 
 
-class ReadOnlySession(requests.Session):
-    """A requests session that refuses every method that could change state."""
-
-    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> Any:
-        _refuse_unsafe(method)
-        # Given per request, the target's verify_tls wins: a session's own value loses to
-        # REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE (psf/requests#3829), so a declared CA or
-        # ``verify_tls: false`` would be ignored wherever those are set.
-        kwargs.setdefault("verify", self.verify)
-        return super().request(method, url, *args, **kwargs)
-
-    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> Any:
-        # Every request ends here, prepared ones included: the guard cannot be walked around.
-        _refuse_unsafe(request.method or "")
-        return super().send(request, **kwargs)
-
-
-def pinned(session: S, url: str, verify_tls: bool | str) -> S:
-    """``session`` with what requests would read from the environment on every request read
-    once, now: the proxies for ``url`` (``*_PROXY``, ``NO_PROXY``), ``~/.netrc``'s credentials
-    for its host (they win over the URL's, as in requests) and, for ``verify_tls: true``,
-    ``REQUESTS_CA_BUNDLE`` / ``CURL_CA_BUNDLE``. Probes run on the pool's threads while
-    pytest sets ``PYTEST_CURRENT_TEST`` on its own: reading ``os.environ`` there raced it
-    (a KeyError out of ``getproxies``), and cost a scan of the environment per request."""
-    session.trust_env = False
-    session.proxies.update(requests.utils.get_environ_proxies(url))
-    netrc = requests.utils.get_netrc_auth(url)
-    if netrc:
-        session.auth = netrc
-    if verify_tls is True:
-        verify_tls = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get(
-            "CURL_CA_BUNDLE") or True
-    session.verify = verify_tls
-    session.headers["User-Agent"] = USER_AGENT
-    return session
-
-
-class PostOnlySession(requests.Session):
-    """The write-capable client's second session: POST, and nothing else (its reads go
-    through a :class:`ReadOnlySession`)."""
-
-    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> Any:
-        _only_post(method)
-        kwargs.setdefault("verify", self.verify)
-        return super().request(method, url, *args, **kwargs)
-
-    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> Any:
-        _only_post(request.method or "")
-        return super().send(request, **kwargs)
-
-
-def _only_post(method: str | bytes) -> None:
-    verb = (method.decode() if isinstance(method, bytes) else method).upper()
-    if verb != "POST":
-        raise WriteRefused(f"refusing HTTP {verb} on the POST-only session (reads go through "
-                           "the read-only one)")
-
-
-def _refuse_unsafe(method: str | bytes) -> None:
-    verb = (method.decode() if isinstance(method, bytes) else method).upper()
-    if verb not in SAFE_METHODS:
-        raise WriteRefused(
-            f"refusing HTTP {verb} from a non-destructive check "
-            f"(allowed: {', '.join(sorted(SAFE_METHODS))})"
-        )
-
-
 class HttpClient:
     """Reads one HTTP target under a whole-request deadline (connect + headers + body)."""
 
@@ -327,10 +256,10 @@ class HttpClient:
         no cookie this client was ever given."""
         with self._lock:
             if self._anonymous is None:
-                self._anonymous = _anonymous_session(self.session)
+                self._anonymous = anonymous_session(self.session)
         parts = urlsplit(self.url_for(path))
         bare = parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1]).geturl()
-        return self._get(self._anonymous, bare, path, None, auth=_NoCredentials())
+        return self._get(self._anonymous, bare, path, None, auth=NoCredentials())
 
     def plain_twin(self) -> str | None:
         """The ``http://`` address of an https target on port 443 (port 80, same host and
@@ -397,7 +326,7 @@ class HttpClient:
             return wire.get(target, cast(Mapping[str, str], sent), timeout_s=self.timeout_s,
                             cookies=self.session.cookies, url=url)
         except Exception as exc:
-            said = http_wire.cause(exc, self.timeout_s, self.spec.verify_tls, _reason)
+            said = http_wire.cause(exc, self.timeout_s, self.spec.verify_tls, reason)
             if said is None:
                 raise
             raise self._unavailable(said) from None
@@ -462,99 +391,6 @@ class HttpWriteClient(HttpClient):
     def close(self) -> None:
         super().close()
         self.poster.close()
-
-
-class _NoCredentials(requests.auth.AuthBase):
-    """An explicit "no authentication": requests then takes none from the URL or netrc."""
-
-    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        request.headers.pop("Authorization", None)
-        return request
-
-
-def _anonymous_session(like: requests.Session) -> requests.Session:
-    """A read-only session that keeps no cookie (its jar refuses every one)."""
-    session = ReadOnlySession()
-    session.trust_env = False
-    session.proxies.update(like.proxies)
-    session.headers["User-Agent"] = USER_AGENT
-    session.verify = like.verify
-    session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
-    return session
-
-
-def get_within(session: requests.Session, url: str, *, timeout_s: float,
-               verify_tls: bool | str, unavailable: Callable[[str], TargetUnavailable],
-               params: Mapping[str, str] | None = None,
-               headers: Mapping[str, str] | None = None, auth: Any = None,
-               method: str = "GET") -> Fetched:
-    """GET ``url`` without following redirects, whole answer within ``timeout_s`` (connect,
-    headers, body); what keeps it from being evaluated raises ``unavailable(cause)`` with a
-    one-line cause that never holds the URL (it may carry credentials). ``method`` is for
-    the write-capable client's POST: the session decides what it may send."""
-    deadline = Deadline.start(timeout_s)
-    responses: list[requests.Response] = []
-
-    def fetch() -> Fetched:
-        started = time.perf_counter()
-        with session.request(method, url, params=params, headers=headers, auth=auth,
-                             timeout=(timeout_s, timeout_s), stream=True,
-                             allow_redirects=False) as response:
-            responses.append(response)
-            body = bytearray()
-            for chunk in response.iter_content(chunk_size=65536):
-                body += chunk
-                if deadline.expired():
-                    raise unavailable(f"body not complete after {timeout_s:g} s")
-            elapsed = (time.perf_counter() - started) * 1000
-            return Fetched(response.status_code, bytes(body), elapsed,
-                           {k.lower(): v for k, v in response.headers.items()},
-                           tuple(response.raw.headers.getlist("set-cookie")))
-
-    try:
-        # The socket timeouts bound each read; a server dripping its headers or body a byte
-        # at a time would pass every one of them. Some grace, so that their message wins a tie.
-        return run_within(fetch, timeout_s + 0.5, name="opsverify-http-get")
-    except DeadlinePassed:
-        for response in responses:
-            _cut(response)
-        raise unavailable(f"no complete answer within {timeout_s:g} s") from None
-    except requests.exceptions.ConnectTimeout:
-        raise unavailable(f"connect timed out after {timeout_s:g} s") from None
-    except (requests.exceptions.ReadTimeout, requests.exceptions.Timeout):
-        raise unavailable(f"no answer within {timeout_s:g} s") from None
-    except requests.exceptions.SSLError as exc:
-        if "no certificate or crl found" in str(exc).lower():
-            raise unavailable(f"verify_tls {verify_tls} holds no CA certificate") from None
-        raise unavailable(f"TLS verification failed: {_reason(exc)}") from None
-    except requests.exceptions.ConnectionError as exc:
-        raise unavailable(f"cannot connect: {_reason(exc)}") from None
-    except OSError as exc:  # requests' own check of verify_tls, before connecting
-        if "CA certificate bundle" not in str(exc):
-            raise
-        raise unavailable(f"verify_tls {verify_tls} is not a readable CA bundle") from None
-
-
-def _cut(response: requests.Response) -> None:
-    """End the abandoned read of ``response`` now, not at the end of the drip. Its socket is
-    shut down, not closed: closing would wait for the reading thread's buffer lock."""
-    sock = getattr(getattr(response.raw, "_connection", None), "sock", None)
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
-
-
-def _reason(exc: BaseException) -> str:
-    """The innermost cause of a requests error, without the URL (it may hold credentials)."""
-    text = str(exc)
-    verify = re.search(r"certificate verify failed: ([^(]+?)\s*\(_ssl", text)
-    if verify:  # OpenSSL's reason: expired, unknown issuer, self-signed, hostname mismatch
-        return f"certificate verify failed: {verify.group(1)}"
-    for marker in ("Connection refused", "Name or service not known", "timed out",
-                   "Connection reset", "certificate verify failed", "Remote end closed"):
-        if marker in text:
-            return marker.lower() if marker != "Connection refused" else "connection refused"
-    return type(exc).__name__
 
 
 def json_path(document: Any, dotted: str) -> list[tuple[str, Any]]:

@@ -101,7 +101,8 @@ class _Deadlined:
             super().connect()  # type: ignore[misc]
         except TimeoutError:
             raise _ConnectLate from None
-        self.sock = _DeadlineSocket(self.sock, self.timeout if self.timeout is not None else float("inf"))
+        per_read = self.timeout if self.timeout is not None else float("inf")
+        self.sock = _DeadlineSocket(self.sock, per_read)
 
 
 class _Http(_Deadlined, http.client.HTTPConnection):
