@@ -21,7 +21,7 @@ from opsverify.errors import EnvironmentFileError
 from opsverify.history import HistorySpec
 from opsverify.sandbox.spec import SandboxSpec
 from opsverify.secrets import SECRETS
-from opsverify.targets import TARGET_TYPES, AnyTarget
+from opsverify.targets import TARGET_TYPES, AnyTarget, spec_class
 from opsverify.thresholds import Limits
 
 DEFAULT_ENV = "sandbox"
@@ -76,6 +76,7 @@ class Environment(BaseModel):
     protected: bool = False
     settings: Settings = Field(default_factory=Settings)
     thresholds: dict[str, Limits] = Field(default_factory=dict)
+    # Each section is validated by its type's model, imported when a target declares it.
     targets: dict[str, AnyTarget] = Field(default_factory=dict)
     waivers: list[Waiver] = Field(default_factory=list)
     history: HistorySpec | None = None
@@ -194,7 +195,7 @@ def load(
     try:
         model = Environment.model_validate(data)
     except ValidationError as exc:
-        raise _first_error(exc, fail) from None
+        raise _first_error(exc, fail, targets=data.get("targets")) from None
     for spec in model.targets.values():
         SECRETS.add_all(spec.secrets())
     if model.history is not None:
@@ -366,16 +367,16 @@ def _threshold_id_or_fail(key: str, path: Path_, fail: Any) -> None:
 
 
 def _first_error(
-    exc: ValidationError, fail: Any, prefix: Path_ = ()
+    exc: ValidationError, fail: Any, prefix: Path_ = (), targets: Any = None
 ) -> EnvironmentFileError:
     errors = exc.errors(include_url=False)
     first = errors[0]
     loc = (*prefix, *first["loc"])
-    # A discriminated union puts the tag in the path (targets.db.postgres.dsn); drop it.
+    # Inside a target (targets.db.dsn) the keys are its type's: _check_targets has made
+    # sure that every target is a mapping with a known type.
     target_type = None
-    if len(loc) >= 3 and loc[0] == "targets" and loc[2] in TARGET_TYPES:
-        target_type = str(loc[2])
-        loc = (loc[0], loc[1], *loc[3:])
+    if len(loc) >= 3 and loc[0] == "targets" and isinstance(targets, dict):
+        target_type = str(targets[loc[1]]["type"])
     kind = first["type"]
     if kind == "extra_forbidden":
         message = "unknown key"
@@ -397,7 +398,7 @@ def _expected_keys(loc: Path_, target_type: str | None) -> list[str]:
     model: Any = Environment
     parts = list(loc)
     if target_type is not None:
-        model, parts = TARGET_TYPES[target_type], parts[2:]
+        model, parts = spec_class(target_type), parts[2:]
     for part in parts:
         if isinstance(part, int):
             continue

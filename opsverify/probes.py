@@ -41,7 +41,7 @@ DEFAULT_PER_TARGET = 2
 # Probes of fast targets are CPU, and threads beyond a few only share one interpreter lock
 # with the checks: 32 threads made a 1,000-target run on loopback slower than 4.
 EAGER_THREADS = 4
-GROW_AFTER_S = 0.005
+GROW_AFTER_S = 0.01
 BACKOFF_BASE_S = 0.5
 BACKOFF_CAP_S = 4.0
 # How far past its deadline a client may take to give up (their whole-answer graces: 0.5 s
@@ -272,14 +272,17 @@ class ProbePool:
             self._queued.add(target)
 
     def _grow(self, slow: bool = False) -> None:
-        """Start threads for ready probes no idle thread will take, below the limit: the
-        first EAGER_THREADS at once, the rest while probes are slow (``slow``: one just
-        was), when overlapping them is what saves time."""
+        """Start threads for ready probes no idle thread will take, below the limit: up to
+        EAGER_THREADS at once; beyond them one at a time, while probes are slow (``slow``:
+        one just was), when overlapping them is what saves time. One at a time: a quick
+        probe the machine stalled for a moment must not bring the pool to its limit."""
         if self._holding:
             return
-        limit = self.max_concurrency if slow or self._slow() else \
-            min(self.max_concurrency, EAGER_THREADS)
-        while self._idle < len(self._runnable) and len(self._threads) < limit:
+        eager = min(self.max_concurrency, EAGER_THREADS)
+        while self._idle < len(self._runnable) and len(self._threads) < eager:
+            self._start_thread()
+        if self._idle < len(self._runnable) and len(self._threads) < self.max_concurrency \
+                and (slow or self._slow()):
             self._start_thread()
 
     def _slow(self) -> bool:

@@ -1,13 +1,19 @@
 """DynamoDB's own backups: every table of the region has point-in-time recovery on and a
 recent on-demand backup (the T-Developer runbook's "verify the table backups")."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import pytest
 
 from fixtures.probes import probe
 from opsverify.backup.service import TableBackups, dynamodb_tables
 from opsverify.evidence import EvidenceLog
-from opsverify.targets.aws import AwsClient
 from opsverify.thresholds import Threshold
+
+if TYPE_CHECKING:
+    from opsverify.targets.aws import AwsClient
 
 
 # Both checks judge one reading of the region's tables (ListTables, then each table's

@@ -5,9 +5,12 @@ read to its end (daily; the full pg_restore read weekly), L4 restore drill (week
 Each check is marked with the level it proves (``backup_level``, noted in its evidence as
 ``backup.level``); the report shows the highest level every backup reached."""
 
+from __future__ import annotations
+
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -15,9 +18,11 @@ from fixtures.probes import probe
 from opsverify.backup import checksums, drill, structure
 from opsverify.backup.presence import human_size, size_change
 from opsverify.evidence import EvidenceLog
-from opsverify.targets.backup import BackupClient, BackupFile, RestoreDrill, TooLarge
 from opsverify.targets.base import Deadline
 from opsverify.thresholds import Threshold
+
+if TYPE_CHECKING:
+    from opsverify.targets.backup import BackupClient, BackupFile, RestoreDrill
 
 # What is cheap and declared is prefetched in the probe pool: the location's listing (one
 # per run, so every level judges the same newest backup) and the checksums recorded for the
@@ -80,6 +85,9 @@ def newest_copy(backup: BackupClient, listing: BackupListing,
                 evidence: EvidenceLog) -> tuple[BackupFile, Path] | None:
     """The newest backup and its copy in a temporary directory (never read in place);
     ``None`` once why not is recorded as a FAIL (nothing found, too large to copy)."""
+    # Not at the top: a run without backup targets never imports the type.
+    from opsverify.targets.backup import TooLarge
+
     newest = newest_or_fail(backup, listing, evidence)
     if newest is None:
         return None

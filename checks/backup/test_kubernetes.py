@@ -6,12 +6,19 @@ and two hours of slack). A job that never succeeded fails. This proves the job r
 success; what it wrote is a ``backup`` target's to check (presence, checksum, restore).
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import pytest
 
 from fixtures.probes import probe
 from opsverify.evidence import EvidenceLog
-from opsverify.targets.kubernetes import DeclaredCronJob, KubernetesClient
-from opsverify.targets.kubernetes_model import CronJobState, Found, show_time
+from opsverify.targets.kubernetes_model import show_time
+
+if TYPE_CHECKING:
+    from opsverify.targets.kubernetes import DeclaredCronJob, KubernetesClient
+    from opsverify.targets.kubernetes_model import CronJobState, Found
 
 
 @probe

@@ -1,13 +1,19 @@
 """PostgreSQL's own backup stream: with ``archive_mode`` on, WAL segments reach the archive
 (``pg_stat_archiver``): the last attempt did not fail, and the last success is recent."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import pytest
 
 from fixtures.probes import probe
 from opsverify.backup.service import WalArchiver, wal_archiver
 from opsverify.evidence import EvidenceLog
-from opsverify.targets.postgres import PostgresClient
 from opsverify.thresholds import Threshold
+
+if TYPE_CHECKING:
+    from opsverify.targets.postgres import PostgresClient
 
 
 @probe

@@ -1,13 +1,19 @@
 """Redis's own backup: the RDB snapshot (``redis-cli LASTSAVE``) is recent and the last
 BGSAVE succeeded, for servers declared with RDB persistence."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import pytest
 
 from fixtures.probes import probe
 from opsverify.backup.service import RedisSnapshot, redis_snapshot
 from opsverify.evidence import EvidenceLog
-from opsverify.targets.redis import RedisClient
 from opsverify.thresholds import Threshold
+
+if TYPE_CHECKING:
+    from opsverify.targets.redis import RedisClient
 
 
 @probe

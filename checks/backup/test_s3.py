@@ -1,12 +1,18 @@
 """S3's own protection of what a bucket holds: versioning (an overwrite or a delete keeps
 the previous version) and replication to another bucket (a copy outside this one)."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import pytest
 
 from fixtures.probes import probe
 from opsverify.backup.service import ReplicationRule, bucket_replication, bucket_versioning
 from opsverify.evidence import EvidenceLog
-from opsverify.targets.s3 import S3Client
+
+if TYPE_CHECKING:
+    from opsverify.targets.s3 import S3Client
 
 # GetBucketVersioning and GetBucketReplication, prefetched in the probe pool.
 

@@ -1,15 +1,21 @@
 """ClickHouse capacity: the space left on each disk of ``system.disks``, and the days until
 each is full, from the run history."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import pytest
 
 from fixtures.history import judge_trend
 from fixtures.probes import probe
 from opsverify.evidence import EvidenceLog
 from opsverify.history import History
-from opsverify.targets.clickhouse import ClickHouseClient, Disks, DiskSpace
 from opsverify.targets.host_capacity import bytes_text
 from opsverify.thresholds import Threshold
+
+if TYPE_CHECKING:
+    from opsverify.targets.clickhouse import ClickHouseClient, Disks, DiskSpace
 
 
 @probe

@@ -3,25 +3,28 @@ per core) and ``du -sh logs/*.log``, on the local machine, over verified ssh or 
 container (testinfra); and the days until disk, inodes and memory are full, from the run
 history."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import pytest
 
 from fixtures.history import judge_trend
 from fixtures.probes import probe
 from opsverify.evidence import EvidenceLog
 from opsverify.history import History
-from opsverify.targets.host import HostClient
-from opsverify.targets.host_capacity import (
-    DeclaredPath,
-    DiskUsage,
-    LoadAverage,
-    MemoryUsage,
-    PathSize,
-    bytes_text,
-    path_size,
-    read_load,
-    size_text,
-)
+from opsverify.targets.host_capacity import bytes_text, path_size, read_load, size_text
 from opsverify.thresholds import Threshold
+
+if TYPE_CHECKING:
+    from opsverify.targets.host import HostClient
+    from opsverify.targets.host_capacity import (
+        DeclaredPath,
+        DiskUsage,
+        LoadAverage,
+        MemoryUsage,
+        PathSize,
+    )
 
 # `df` of each declared path, /proc/meminfo, /proc/loadavg and `du` of each declared glob,
 # prefetched in the probe pool.

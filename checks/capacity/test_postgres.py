@@ -8,21 +8,18 @@ Every read is a fixed query on catalogs and statistics views, prefetched in the 
 the grant.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import pytest
 
 from fixtures.history import judge_trend
 from fixtures.probes import probe
 from opsverify.evidence import EvidenceLog
 from opsverify.history import History
-from opsverify.targets.postgres import PostgresClient, Session
 from opsverify.targets.postgres_capacity import (
     TXID_CAPACITY,
-    Connections,
-    DatabaseAge,
-    DatabaseSize,
-    DeadTuples,
-    Slots,
-    UnusedIndexes,
     connections,
     database_size,
     dead_tuples,
@@ -34,6 +31,17 @@ from opsverify.targets.postgres_capacity import (
     unused_indexes,
 )
 from opsverify.thresholds import Threshold, Verdict, judge
+
+if TYPE_CHECKING:
+    from opsverify.targets.postgres import PostgresClient, Session
+    from opsverify.targets.postgres_capacity import (
+        Connections,
+        DatabaseAge,
+        DatabaseSize,
+        DeadTuples,
+        Slots,
+        UnusedIndexes,
+    )
 
 GIB = 1024**3
 # Runbook (ts-forecast): connections < 100 / 150 / 180 of 200.

@@ -5,17 +5,23 @@ the windows of one SLO see the same moment. A query or window with nothing to ju
 "no data", an ERROR: an empty answer never passes.
 """
 
+from __future__ import annotations
+
 import math
 import time
+from typing import TYPE_CHECKING
 
 import pytest
 
 from fixtures.probes import probe
 from opsverify import slo
 from opsverify.evidence import EvidenceLog
-from opsverify.targets.prometheus import PrometheusClient
-from opsverify.targets.prometheus_slo import NoData, PromQuery, QueryAnswer, Slo, SloReading
+from opsverify.targets.prometheus_slo import NoData
 from opsverify.thresholds import Threshold, Verdict
+
+if TYPE_CHECKING:
+    from opsverify.targets.prometheus import PrometheusClient
+    from opsverify.targets.prometheus_slo import PromQuery, QueryAnswer, Slo, SloReading
 
 BUDGET_LEFT = Threshold(warn=25, crit=0, direction="min")  # percent of the period's budget
 INSTANT = "an instant vector or scalar"

@@ -1,7 +1,10 @@
 """Redis capacity: memory against ``maxmemory``, clients against ``maxclients``, keys evicted
 and connections refused since the previous run, and the days until memory is full."""
 
+from __future__ import annotations
+
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -10,14 +13,12 @@ from fixtures.probes import probe
 from opsverify.backup.presence import human_size
 from opsverify.evidence import EvidenceLog
 from opsverify.history import History
-from opsverify.targets.redis import RedisClient
-from opsverify.targets.redis_capacity import (
-    RedisCapacity,
-    counter_delta,
-    duration_text,
-    read_capacity,
-)
+from opsverify.targets.redis_capacity import counter_delta, duration_text, read_capacity
 from opsverify.thresholds import Threshold
+
+if TYPE_CHECKING:
+    from opsverify.targets.redis import RedisClient
+    from opsverify.targets.redis_capacity import RedisCapacity
 
 NO_LIMIT = "no maxmemory: Redis grows until the host's memory runs out"
 

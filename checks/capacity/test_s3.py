@@ -2,6 +2,10 @@
 against the limits its target declares (``capacity: {max_bytes, max_objects}``), and the
 days until it is full."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import pytest
 
 from fixtures.history import judge_trend
@@ -9,9 +13,12 @@ from fixtures.probes import probe
 from opsverify.backup.presence import human_size
 from opsverify.evidence import EvidenceLog
 from opsverify.history import History
-from opsverify.targets.s3 import S3Client
-from opsverify.targets.s3_capacity import BucketUsage, bucket_usage
+from opsverify.targets.s3_capacity import bucket_usage
 from opsverify.thresholds import Threshold, Verdict, judge
+
+if TYPE_CHECKING:
+    from opsverify.targets.s3 import S3Client
+    from opsverify.targets.s3_capacity import BucketUsage
 
 LIMIT = Threshold(warn=80, crit=90)
 

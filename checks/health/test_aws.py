@@ -1,20 +1,26 @@
 """AWS health, from the T-Developer runbook's daily script: ECS services run what they
 desire, ALB targets are healthy, no CloudWatch alarm is in ALARM, few ERROR log events."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import pytest
 
 from fixtures.probes import probe
 from opsverify.evidence import EvidenceLog
-from opsverify.targets.aws import (
-    Alarm,
-    AlarmsSection,
-    AwsClient,
-    EcsService,
-    LogCount,
-    LogGroupCheck,
-    TargetGroupHealth,
-)
 from opsverify.thresholds import Threshold
+
+if TYPE_CHECKING:
+    from opsverify.targets.aws import (
+        Alarm,
+        AlarmsSection,
+        AwsClient,
+        EcsService,
+        LogCount,
+        LogGroupCheck,
+        TargetGroupHealth,
+    )
 
 # One read per declared service, target group, alarm scope and log group (each within one
 # deadline, page by page), prefetched in the probe pool.

@@ -1,13 +1,17 @@
 """ClickHouse health: the runbook's ``SELECT 1`` and ``SHOW TABLES FROM gogooku3``."""
 
+from __future__ import annotations
+
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from fixtures.probes import probe
 from opsverify.evidence import EvidenceLog
-from opsverify.targets.clickhouse import Answer, ClickHouseClient, Database, QueryRefused
+
+if TYPE_CHECKING:
+    from opsverify.targets.clickhouse import Answer, ClickHouseClient, Database
 
 # Every read here is a fixed GET or query (or the listing of a declared database),
 # prefetched in the probe pool.
@@ -32,6 +36,9 @@ def clickhouse_ping_answer(clickhouse: ClickHouseClient) -> Answer:
 
 @probe
 def clickhouse_query_reading(clickhouse: ClickHouseClient) -> QueryReading:
+    # Not at the top: a run without clickhouse targets never imports the type.
+    from opsverify.targets.clickhouse import QueryRefused
+
     try:
         value = clickhouse.scalar("SELECT 1")
     except QueryRefused as exc:

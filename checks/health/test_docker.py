@@ -4,14 +4,19 @@ Each declared container (or ``name-*`` pattern) must exist, run, pass its HEALTH
 not keep restarting.
 """
 
+from __future__ import annotations
+
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import pytest
 
 from fixtures.probes import probe
 from opsverify.evidence import EvidenceLog
-from opsverify.targets.docker import ContainerState, DeclaredContainer, DockerClient
 from opsverify.thresholds import Threshold, Verdict
+
+if TYPE_CHECKING:
+    from opsverify.targets.docker import ContainerState, DeclaredContainer, DockerClient
 
 
 @dataclass(frozen=True)

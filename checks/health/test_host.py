@@ -1,24 +1,29 @@
 """Host health: the runbooks' ``systemctl status``, ``ss -ltn``, ``ps``, ``ls -l`` and their
 own read commands, on the local machine or over verified ssh (testinfra)."""
 
+from __future__ import annotations
+
 import re
+from typing import TYPE_CHECKING
 
 import pytest
 
 from fixtures.probes import probe
 from opsverify.evidence import EvidenceLog
-from opsverify.targets.host import (
-    CommandCheck,
-    CommandOutcome,
-    FileCheck,
-    FileState,
-    HostClient,
-    PortCheck,
-    ProcessCheck,
-    ProcessInfo,
-    ServiceCheck,
-    ServiceState,
-)
+
+if TYPE_CHECKING:
+    from opsverify.targets.host import (
+        CommandCheck,
+        CommandOutcome,
+        FileCheck,
+        FileState,
+        HostClient,
+        PortCheck,
+        ProcessCheck,
+        ProcessInfo,
+        ServiceCheck,
+        ServiceState,
+    )
 
 # Every read here is one declared service, socket, process match, path or command of a host,
 # prefetched in the probe pool (the client reads one of them at a time: its process

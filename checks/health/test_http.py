@@ -1,26 +1,27 @@
 """HTTP health: the runbooks' ``curl -f /health``, redirects, response times and their
 declared ``curl`` checks."""
 
-from typing import Any
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from fixtures.probes import probe
 from opsverify.evidence import EvidenceLog
 from opsverify.stats import percentile
-from opsverify.targets.http import (
-    MISSING,
-    REDIRECT_STATUSES,
-    HealthProbe,
-    HttpCheck,
-    HttpClient,
-    HttpResponse,
-    LatencyProbe,
-    RedirectProbe,
-    header_matches,
-    json_path,
-)
+from opsverify.targets.http import MISSING, REDIRECT_STATUSES, header_matches, json_path
 from opsverify.thresholds import Threshold
+
+if TYPE_CHECKING:
+    from opsverify.targets.http import (
+        HealthProbe,
+        HttpCheck,
+        HttpClient,
+        HttpResponse,
+        LatencyProbe,
+        RedirectProbe,
+    )
 
 # Every read here is a GET of a declared path, prefetched in the probe pool; checks that GET
 # the same path share one answer (and the first health path is the reachability probe's).

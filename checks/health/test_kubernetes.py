@@ -5,24 +5,28 @@ crash-loops, cannot pull its image, or restarts too often; each declared HPA has
 scale; no Warning event is recent.
 """
 
+from __future__ import annotations
+
 from collections import Counter
+from typing import TYPE_CHECKING
 
 import pytest
 
 from fixtures.probes import probe
 from opsverify.evidence import EvidenceLog
-from opsverify.targets.kubernetes import KubernetesClient
-from opsverify.targets.kubernetes_model import (
-    BAD_WAITING,
-    DeploymentState,
-    EventList,
-    Found,
-    HpaState,
-    ObjectRef,
-    PodList,
-    show_time,
-)
+from opsverify.targets.kubernetes_model import BAD_WAITING, show_time
 from opsverify.thresholds import Threshold, Verdict
+
+if TYPE_CHECKING:
+    from opsverify.targets.kubernetes import KubernetesClient
+    from opsverify.targets.kubernetes_model import (
+        DeploymentState,
+        EventList,
+        Found,
+        HpaState,
+        ObjectRef,
+        PodList,
+    )
 
 EVENTS_SHOWN = 20
 

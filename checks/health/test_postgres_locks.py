@@ -1,13 +1,20 @@
 """PostgreSQL lock waits: no session of the target's database waits long on a lock that
 another holds (the runbook's "find blocking queries", ``pg_blocking_pids()``)."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import pytest
 
 from fixtures.probes import probe
 from opsverify.evidence import EvidenceLog
-from opsverify.targets.postgres import PostgresClient
-from opsverify.targets.postgres_locks import LockWait, lock_waits
+from opsverify.targets.postgres_locks import lock_waits
 from opsverify.thresholds import Threshold
+
+if TYPE_CHECKING:
+    from opsverify.targets.postgres import PostgresClient
+    from opsverify.targets.postgres_locks import LockWait
 
 # deadlock_timeout is 1 s: a wait that outlives it is no deadlock, only a lock held long.
 # 30 s is past any web request's timeout (the waiting request has already failed); 300 s is

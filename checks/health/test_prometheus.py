@@ -1,13 +1,18 @@
 """Prometheus health: the runbook's "Prometheus :9090, alerts", asked of its own API."""
 
+from __future__ import annotations
+
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import pytest
 
 from fixtures.probes import probe
 from opsverify.evidence import EvidenceLog
-from opsverify.targets.http import HttpResponse
-from opsverify.targets.prometheus import Alert, PrometheusClient, ScrapeTarget
+
+if TYPE_CHECKING:
+    from opsverify.targets.http import HttpResponse
+    from opsverify.targets.prometheus import Alert, PrometheusClient, ScrapeTarget
 
 # The three API reads, prefetched in the probe pool.
 

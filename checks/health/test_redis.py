@@ -1,15 +1,19 @@
 """Redis health: the runbook's ``redis-cli ping``, the declared role and persistence, and
 whether the last snapshot ("Redis SAVE succeeded") worked."""
 
+from __future__ import annotations
+
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from fixtures.probes import probe
 from opsverify.evidence import EvidenceLog
-from opsverify.targets.redis import RedisClient, Replication
 from opsverify.thresholds import Threshold
+
+if TYPE_CHECKING:
+    from opsverify.targets.redis import RedisClient, Replication
 
 PERSISTENCE_SETTING = {"rdb": "save", "aof": "appendonly"}
 

@@ -1,11 +1,17 @@
 """S3 health: the runbooks' ``mc ls gogooku`` and ``aws s3 ls``: the bucket answers, lists,
 and holds what the environment says it holds."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import pytest
 
 from fixtures.probes import probe
 from opsverify.evidence import EvidenceLog
-from opsverify.targets.s3 import BucketHead, Listing, S3Client
+
+if TYPE_CHECKING:
+    from opsverify.targets.s3 import BucketHead, Listing, S3Client
 
 # HeadBucket, one listing of the bucket and one of each declared prefix, prefetched in the
 # probe pool.

@@ -1,13 +1,17 @@
 """SQLite health: the runbook's ``sqlite3 erpfts.db "PRAGMA integrity_check"``."""
 
+from __future__ import annotations
+
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from fixtures.probes import probe
 from opsverify.evidence import EvidenceLog
-from opsverify.targets.sqlite import SqliteClient, UnreadableDatabase
+
+if TYPE_CHECKING:
+    from opsverify.targets.sqlite import SqliteClient
 
 # Every read here is a fixed statement, prefetched in the probe pool.
 
@@ -27,6 +31,9 @@ class OpenReading:
 
 @probe
 def sqlite_open_reading(sqlite: SqliteClient) -> OpenReading:
+    # Not at the top: a run without sqlite targets never imports the type.
+    from opsverify.targets.sqlite import UnreadableDatabase
+
     try:
         version = sqlite.schema_version()
     except UnreadableDatabase as exc:

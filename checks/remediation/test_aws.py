@@ -5,7 +5,10 @@ that never both act on one service; each re-checks what test_ecs_service_running
 every declared service but those the other fixes.
 """
 
+from __future__ import annotations
+
 import time
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -20,8 +23,10 @@ from opsverify.remediation.aws import (
     RotateSecret,
     RotateSecretSettings,
 )
-from opsverify.targets.aws import AwsClient
 from opsverify.thresholds import Threshold
+
+if TYPE_CHECKING:
+    from opsverify.targets.aws import AwsClient
 
 ROTATION_AGE_DAYS = Threshold(crit=90)  # test_secret_rotation's default
 

@@ -1,11 +1,17 @@
 """Backup remediation: the runbooks' fixes, each enabled per target (``remediation:``)."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import pytest
 
 from fixtures.safety import Gate
-from opsverify.backup.deleters import Deleter
 from opsverify.evidence import EvidenceLog
 from opsverify.remediation.backup import Retention, RetentionSettings
+
+if TYPE_CHECKING:
+    from opsverify.backup.deleters import Deleter
 
 
 @pytest.mark.destructive

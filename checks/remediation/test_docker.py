@@ -1,5 +1,9 @@
 """Docker remediation: the runbooks' fixes, each enabled per target (``remediation:``)."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import pytest
 
 from fixtures.safety import Gate
@@ -9,7 +13,9 @@ from opsverify.remediation.docker import (
     RestartUnhealthySettings,
     await_health,
 )
-from opsverify.targets.docker import DockerClient
+
+if TYPE_CHECKING:
+    from opsverify.targets.docker import DockerClient
 
 
 @pytest.mark.destructive

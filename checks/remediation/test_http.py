@@ -1,11 +1,18 @@
 """HTTP remediation: the runbooks' fixes, each enabled per target (``remediation:``)."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import pytest
 
 from fixtures.safety import Gate
 from opsverify.evidence import EvidenceLog
 from opsverify.remediation.http import ClearCache, ClearCacheSettings
-from opsverify.targets.http import MISSING, HttpWriteClient, json_path
+from opsverify.targets.http import MISSING, json_path
+
+if TYPE_CHECKING:
+    from opsverify.targets.http import HttpWriteClient
 
 
 @pytest.mark.destructive

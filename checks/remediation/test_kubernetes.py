@@ -1,5 +1,9 @@
 """Kubernetes remediation: the runbooks' fixes, each enabled per target (``remediation:``)."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import pytest
 
 from fixtures.safety import Gate
@@ -12,8 +16,10 @@ from opsverify.remediation.kubernetes import (
     await_rollout,
     crash_looping,
 )
-from opsverify.targets.kubernetes import KubernetesClient
-from opsverify.targets.kubernetes_model import ObjectRef
+
+if TYPE_CHECKING:
+    from opsverify.targets.kubernetes import KubernetesClient
+    from opsverify.targets.kubernetes_model import ObjectRef
 
 
 def _recheck(client: KubernetesClient, ref: ObjectRef, changed: bool, wait_s: float,

@@ -1,5 +1,9 @@
 """PostgreSQL remediation: the runbooks' fixes, each enabled per target (``remediation:``)."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import pytest
 
 from fixtures.safety import Gate
@@ -12,10 +16,12 @@ from opsverify.remediation.postgres import (
     Vacuum,
     VacuumSettings,
 )
-from opsverify.targets.postgres import PostgresClient
 from opsverify.targets.postgres_capacity import dead_tuples
 from opsverify.targets.postgres_locks import lock_waits
 from opsverify.thresholds import Threshold
+
+if TYPE_CHECKING:
+    from opsverify.targets.postgres import PostgresClient
 
 
 @pytest.mark.destructive

@@ -1,12 +1,18 @@
 """Redis remediation: the runbooks' fixes, each enabled per target (``remediation:``)."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import pytest
 
 from fixtures.safety import Gate
 from opsverify.evidence import EvidenceLog
 from opsverify.remediation.redis import KillIdleClients, KillIdleClientsSettings
-from opsverify.targets.redis import RedisClient, idle_clients
 from opsverify.thresholds import Threshold
+
+if TYPE_CHECKING:
+    from opsverify.targets.redis import RedisClient
 
 
 @pytest.mark.destructive
@@ -16,6 +22,9 @@ def test_kill_idle_clients(
 ) -> None:
     """Close client connections idle past ``idle_longer_than_s`` (never replicas), then
     re-check what test_idle_clients judges."""
+    # Not at the top: a run without redis targets never imports the type.
+    from opsverify.targets.redis import idle_clients
+
     action = KillIdleClients(redis_admin, redis_kill_idle_clients)
     remediation.run(action, population=action.considered())
     remaining = idle_clients(redis_admin.client_list(), redis_admin.spec.idle_client_max_age_s)

@@ -11,21 +11,26 @@ secrets' metadata, and a secret-looking environment value is shown by its variab
 only (the value is registered as a secret, masked in every artifact).
 """
 
+from __future__ import annotations
+
 import time
+from typing import TYPE_CHECKING
 
 import pytest
 
 from fixtures.probes import probe
 from opsverify.evidence import EvidenceLog
-from opsverify.targets.aws import AwsClient
-from opsverify.targets.aws_security import (
-    EcrRepository,
-    LogRetention,
-    SecretRotation,
-    SecurityGroups,
-    TaskDefinitionSecurity,
-)
 from opsverify.thresholds import Threshold
+
+if TYPE_CHECKING:
+    from opsverify.targets.aws import AwsClient
+    from opsverify.targets.aws_security import (
+        EcrRepository,
+        LogRetention,
+        SecretRotation,
+        SecurityGroups,
+        TaskDefinitionSecurity,
+    )
 
 ROTATION_AGE_DAYS = Threshold(crit=90)
 RETENTION_DAYS = Threshold(crit=30, direction="min")

@@ -8,14 +8,20 @@ shown, its value is a secret of the run). Running as root and a writable root fi
 are warnings. ``security: {<check>: false}`` on the target opts it out.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import pytest
 
 from fixtures.probes import probe
 from opsverify.evidence import EvidenceLog
-from opsverify.targets.docker import ContainerSecurity, DockerClient
 from opsverify.thresholds import Threshold
 
-Containers = tuple[ContainerSecurity, ...]
+if TYPE_CHECKING:
+    from opsverify.targets.docker import ContainerSecurity, DockerClient
+
+    Containers = tuple[ContainerSecurity, ...]
 
 
 # One listing and one `docker inspect` per container, shared by every check of the engine.

@@ -9,18 +9,19 @@ that says so, never a PASS; what only root can read is a SKIP naming that grant.
 ``security.no_world_writable`` hold no world-writable file (ts-forecast's monthly review).
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import pytest
 
 from fixtures.probes import probe
 from opsverify.errors import MissingPrivilege
 from opsverify.evidence import EvidenceLog
-from opsverify.targets.host import (
-    ROOT_LOGIN_ORDER,
-    FileState,
-    HostClient,
-    SshdConfig,
-    WorldWritable,
-)
+from opsverify.targets.sshd import ROOT_LOGIN_ORDER
+
+if TYPE_CHECKING:
+    from opsverify.targets.host import FileState, HostClient, SshdConfig, WorldWritable
 
 ROOT_GRANT = ("read it as root: connect as root (ssh://root@host), or run the suite as root "
               "for a local host (sshd -T reads the host keys, which only root may)")

@@ -11,21 +11,21 @@ declares none is a SKIP that says so. Cookie values are never read into evidence
 session tokens): only their names and flags.
 """
 
+from __future__ import annotations
+
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import pytest
 
 from fixtures.probes import probe
 from opsverify.evidence import EvidenceLog
-from opsverify.targets.http import (
-    REDIRECT_STATUSES,
-    HttpClient,
-    HttpResponse,
-    HttpTarget,
-    RateLimit,
-)
+from opsverify.targets.http import REDIRECT_STATUSES
 from opsverify.thresholds import Threshold
+
+if TYPE_CHECKING:
+    from opsverify.targets.http import HttpClient, HttpResponse, HttpTarget, RateLimit
 
 HSTS_DAYS = Threshold(crit=180, direction="min")  # Observatory: at least six months
 # A stranger's origin: only ever sent as a header, never contacted.

@@ -7,13 +7,19 @@ it, whatever its tag); every container has cpu and memory limits.
 ``security: {<check>: false}`` on the target opts it out.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import pytest
 
 from fixtures.probes import probe
 from opsverify.evidence import EvidenceLog
-from opsverify.targets.kubernetes import KubernetesClient
-from opsverify.targets.kubernetes_model import PodList
 from opsverify.thresholds import Threshold
+
+if TYPE_CHECKING:
+    from opsverify.targets.kubernetes import KubernetesClient
+    from opsverify.targets.kubernetes_model import PodList
 
 LIMITED = ("cpu", "memory")
 

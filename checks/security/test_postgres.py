@@ -6,14 +6,19 @@ Every check applies to every postgres target; ``security: {ssl: false}`` (by che
 switches one off. What the monitoring role may not read is a SKIP naming the grant.
 """
 
+from __future__ import annotations
+
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import pytest
 
 from fixtures.probes import probe
 from opsverify.evidence import EvidenceLog
-from opsverify.targets.postgres import HbaRule, PostgresClient, RolePassword
 from opsverify.thresholds import Threshold
+
+if TYPE_CHECKING:
+    from opsverify.targets.postgres import HbaRule, PostgresClient, RolePassword
 
 SETTINGS = ("ssl", "password_encryption", "log_connections")
 # trust admits anyone who can reach the line; password sends the password in clear text.

@@ -6,11 +6,17 @@ that sends no credentials, and passwords are judged from ``ACL LIST``, which sho
 hashes (never ``CONFIG GET requirepass``: the client refuses it).
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import pytest
 
 from fixtures.probes import probe
 from opsverify.evidence import EvidenceLog
-from opsverify.targets.redis import AclUser, RedisClient
+
+if TYPE_CHECKING:
+    from opsverify.targets.redis import AclUser, RedisClient
 
 # Every read here is a fixed command, prefetched in the probe pool.
 

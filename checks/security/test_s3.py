@@ -6,18 +6,24 @@ Every check applies to every s3 target; ``security: {tls_only: false}`` (by chec
 switches one off. What the credentials may not read is a SKIP naming the permission.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import pytest
 
 from fixtures.probes import probe
 from opsverify.evidence import EvidenceLog
-from opsverify.targets.s3 import (
-    BucketAcl,
-    BucketEncryption,
-    BucketPolicy,
-    PublicAccessBlock,
-    S3Client,
-)
 from opsverify.thresholds import Threshold
+
+if TYPE_CHECKING:
+    from opsverify.targets.s3 import (
+        BucketAcl,
+        BucketEncryption,
+        BucketPolicy,
+        PublicAccessBlock,
+        S3Client,
+    )
 
 # GetPublicAccessBlock (and the account's, when the bucket's is incomplete),
 # GetBucketPolicy, GetBucketAcl and GetBucketEncryption, prefetched in the probe pool.

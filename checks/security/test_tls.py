@@ -10,13 +10,19 @@ check verifies against the target's ``verify_tls`` CA, or the default trust wher
 not this check.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import pytest
 
 from fixtures.probes import probe
 from opsverify.evidence import EvidenceLog
-from opsverify.targets.http import HttpClient, HttpTarget
-from opsverify.targets.tls import OBSOLETE, Certificate, ProtocolScan
 from opsverify.thresholds import Threshold
+
+if TYPE_CHECKING:
+    from opsverify.targets.http import HttpClient, HttpTarget
+    from opsverify.targets.tls import Certificate, ProtocolScan
 
 DAYS_LEFT = Threshold(warn=30, crit=14, direction="min")
 # NIST SP 800-57 / Mozilla: RSA and DSA 2048 bits, elliptic curves 256 bits.
@@ -115,6 +121,9 @@ def test_tls_protocols(http: HttpClient, security_http_tls_protocols: ProtocolSc
                        evidence: EvidenceLog) -> None:
     """SSLv3, TLS 1.0 and TLS 1.1 are refused, and TLS 1.2 or 1.3 is spoken (each version
     offered alone, old ones with every cipher OpenSSL still has)."""
+    # Not at the top: cryptography is imported only by a run with https targets.
+    from opsverify.targets.tls import OBSOLETE
+
     scan = security_http_tls_protocols
     for version, reason in scan.refused:
         evidence.note(f"{version} refused", reason)

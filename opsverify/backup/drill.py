@@ -19,15 +19,17 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from typing import TYPE_CHECKING, Any
 
 from opsverify.backup import pgtools
 from opsverify.errors import OpsverifyError, TargetUnavailable
-from opsverify.targets.backup import RestoreDrill
 from opsverify.targets.base import Deadline
-from opsverify.targets.postgres import PostgresClient, PostgresTarget
+
+# The backup checks import this module in every run: psycopg and the postgres type are
+# imported by the scratch server's methods, when a drill restores into one.
+if TYPE_CHECKING:
+    from opsverify.targets.backup import RestoreDrill
+    from opsverify.targets.postgres import PostgresClient, PostgresTarget
 
 DRILL_PREFIX = "opsverify_drill_"
 APPLICATION = "opsverify-restore-drill"
@@ -76,6 +78,8 @@ class ScratchPostgres:
     before connecting to it."""
 
     def __init__(self, name: str, spec: PostgresTarget, timeout_s: float) -> None:
+        from opsverify.targets.postgres import PostgresClient
+
         if not spec.scratch:
             raise ScratchRefused(
                 f"refusing to restore into {name!r}: it is not marked scratch: true "
@@ -109,6 +113,10 @@ class ScratchPostgres:
 
     def session_to(self, database: str, timeout_s: float) -> PostgresClient:
         """A write-capable session to a database the drill created (for ANALYZE)."""
+        from psycopg.conninfo import make_conninfo
+
+        from opsverify.targets.postgres import PostgresClient
+
         if not database.startswith(DRILL_PREFIX):
             raise ScratchRefused(f"refusing a session to {database!r}: not a drill database")
         spec = self.spec.model_copy(update={"dsn": make_conninfo(self.spec.dsn,
@@ -117,6 +125,8 @@ class ScratchPostgres:
 
     def environment(self, database: str) -> dict[str, str]:
         """libpq's environment for pg_restore: the target's connection, to ``database``."""
+        from psycopg.conninfo import conninfo_to_dict
+
         params = conninfo_to_dict(self.spec.dsn)
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
         for key, var in PG_ENV.items():

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from opsverify.targets.backup import BackupFile
+if TYPE_CHECKING:  # annotations: the check modules import this one in every run
+    from opsverify.targets.backup import BackupFile
 
 
 @dataclass(frozen=True)

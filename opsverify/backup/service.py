@@ -7,13 +7,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from opsverify.targets.aws import AwsClient
 from opsverify.targets.base import Deadline
-from opsverify.targets.postgres import PostgresClient
-from opsverify.targets.redis import RedisClient
-from opsverify.targets.s3 import S3Client
+
+if TYPE_CHECKING:  # annotations: the check modules import this one in every run
+    from opsverify.targets.aws import AwsClient
+    from opsverify.targets.postgres import PostgresClient
+    from opsverify.targets.redis import RedisClient
+    from opsverify.targets.s3 import S3Client
 
 DYNAMODB_TABLES_MAX = 100  # tables judged per target; more are reported as capped
 

@@ -22,9 +22,10 @@ from typing import Any
 
 from opsverify.backup import pgtools
 from opsverify.errors import TargetUnavailable
-from opsverify.targets.backup import GZIP_FORMATS, PG_FORMATS, SQLITE_FORMATS
 from opsverify.targets.base import Deadline
-from opsverify.targets.sqlite import SqliteClient, SqliteTarget, UnreadableDatabase
+
+# The backup checks import this module in every run: the backup and sqlite types' modules
+# are imported by the readers, when a backup is read.
 
 CHUNK = 64 * 1024  # small reads: a broken stream is reported with how far it got
 TAR_BLOCK = 512
@@ -45,6 +46,8 @@ def unpack(copy: Path, fmt: str, workdir: Path, deadline: Deadline) -> tuple[Fin
     """For gzip formats, decompress ``copy`` whole into ``workdir`` (once: a later call
     reuses it) and say whether the stream was complete; other formats are used as they are.
     Returns (the gzip finding or ``None``, the path of the archive inside)."""
+    from opsverify.targets.backup import GZIP_FORMATS
+
     if fmt not in GZIP_FORMATS:
         return None, copy
     inner = workdir / "unpacked" / (copy.name.removesuffix(".gz") or "archive")
@@ -172,6 +175,8 @@ def pg_restore_full(path: Path, deadline: Deadline) -> Finding:
 
 def sqlite_integrity(path: Path, deadline: Deadline) -> Finding:
     """``PRAGMA integrity_check`` on a copy, opened read-only, with the remaining deadline."""
+    from opsverify.targets.sqlite import SqliteClient, SqliteTarget, UnreadableDatabase
+
     spec = SqliteTarget(type="sqlite", path=str(path))
     client = SqliteClient("backup-copy", spec, max(0.1, deadline.remaining()))
     problems: list[str] = []
@@ -199,6 +204,8 @@ def sqlite_integrity(path: Path, deadline: Deadline) -> Finding:
 def read_structure(copy: Path, fmt: str, workdir: Path, deadline: Deadline) -> list[Finding]:
     """The daily structure check: the whole compressed stream, then the format's own
     reader of its structure (tar listing, pg_restore --list, integrity_check)."""
+    from opsverify.targets.backup import PG_FORMATS, SQLITE_FORMATS
+
     gz, inner = unpack(copy, fmt, workdir, deadline)
     findings = [gz] if gz is not None else []
     if gz is not None and not gz.ok:

@@ -27,10 +27,7 @@ import subprocess
 import tarfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, ClassVar
-
-import psycopg
-from psycopg import sql
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from opsverify.sandbox import sqlite as sqlite_seed
 from opsverify.sandbox.base import SandboxContext
@@ -38,6 +35,11 @@ from opsverify.sandbox.moto import ACCESS_KEY_ID
 from opsverify.sandbox.postgres import APP_ROLE, WAL_ARCHIVE, bindir
 from opsverify.sandbox.process import port_open, wait_until
 from opsverify.sandbox.spec import BackupsComponent
+
+# psycopg is imported by the functions that use it: every run imports the sandbox's
+# components (--sandbox-fault lists their faults), and most start none of them.
+if TYPE_CHECKING:
+    import psycopg
 
 RESTORE_ROLE = "opsverify_restore"
 SCRATCH_DATABASE = "scratch"
@@ -122,6 +124,8 @@ class BackupSeeder:
         return port is not None and port_open(port)
 
     def _admin(self, dbname: str = "postgres") -> psycopg.Connection[tuple[Any, ...]]:
+        import psycopg
+
         return psycopg.connect(host=str(self.ctx.workdir / "pg-socket"),
                                port=self.ctx.ports["postgres"], user="postgres", dbname=dbname,
                                autocommit=True, connect_timeout=10)
@@ -129,6 +133,8 @@ class BackupSeeder:
     def _scratch(self) -> None:
         """The drill's role: it may create databases, owned by the application's role as in
         production (so the dump's ownership restores), and read statistics; nothing else."""
+        from psycopg import sql
+
         with self._admin() as conn:
             conn.execute("SET log_statement = 'none'")  # the password stays out of the log
             conn.execute(sql.SQL("CREATE ROLE {} LOGIN CREATEDB PASSWORD {}").format(
@@ -212,6 +218,8 @@ class BackupSeeder:
     def _dump_with_missing_role(self, database: str) -> bytes:
         """A dump taken while a table belonged to a role that has since been dropped, as a
         hand-made ETL role on the old primary that no restore server ever had."""
+        from psycopg import sql
+
         table = sql.Identifier("etl_watermarks")
         with self._admin(database) as conn:
             conn.execute(sql.SQL("CREATE ROLE {}").format(sql.Identifier(MISSING_ROLE)))

@@ -23,8 +23,6 @@ from pathlib import Path
 from typing import ClassVar
 
 import requests
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from opsverify.sandbox.base import SandboxContext
 from opsverify.sandbox.kubernetes_controller import RolloutController
@@ -122,6 +120,10 @@ class KubernetesCluster:
 
     # -- the three steps ------------------------------------------------------------------
     def prepare(self) -> None:
+        # Here: every run imports the sandbox's components, most never start this one.
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
         etcd, apiserver = binaries()
         key = rsa.generate_private_key(65537, 2048)
         signing, public = self.dir / "sa.key", self.dir / "sa.pub"

@@ -17,10 +17,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import ClassVar
-
-import psycopg
-from psycopg import sql
+from typing import TYPE_CHECKING, ClassVar
 
 from opsverify.sandbox.base import SandboxContext
 from opsverify.sandbox.process import (
@@ -33,6 +30,11 @@ from opsverify.sandbox.process import (
 )
 from opsverify.sandbox.spec import PostgresComponent
 from opsverify.sandbox.tls import TlsFiles, make_tls
+
+# psycopg is imported by the functions that use it: every run imports the sandbox's
+# components (--sandbox-fault lists their faults), and most start none of them.
+if TYPE_CHECKING:
+    import psycopg
 
 APP_ROLE = "ts_app"
 MONITOR_ROLE = "opsverify"
@@ -194,6 +196,8 @@ class PostgresServer:
             stop(self.process, signal.SIGINT)  # fast shutdown
 
     def _accepts_sessions(self) -> bool:
+        import psycopg
+
         if not port_open(self.port):
             return False
         try:
@@ -203,10 +207,14 @@ class PostgresServer:
         return True
 
     def _admin(self, dbname: str = "postgres") -> psycopg.Connection[tuple[object, ...]]:
+        import psycopg
+
         return psycopg.connect(host=str(self.sockdir), port=self.port, user="postgres",
                                dbname=dbname, autocommit=True, connect_timeout=10)
 
     def _seed(self) -> None:
+        from psycopg import sql
+
         with self._admin() as conn:
             # Role passwords must not land in the statement log.
             conn.execute("SET log_statement = 'none'")
@@ -272,6 +280,8 @@ class PostgresServer:
         hangs (sent, never read); another session's update of that row waits for it, past
         the sandbox db's 1 s ``postgres.lock_wait_s``. Cancelling the hung statement
         aborts the transaction, which frees the row."""
+        import psycopg
+
         holder = psycopg.connect(self.app_dsn, connect_timeout=10,
                                  application_name=HOLDER_APP)
         holder.execute(LOCKED_ROW)  # not autocommit: the transaction stays open
@@ -321,6 +331,8 @@ class PostgresServer:
 
     def open_idle_sessions(self, count: int) -> None:
         """Application sessions left idle, as a leaking connection pool leaves them."""
+        import psycopg
+
         for _ in range(count):
             conn = psycopg.connect(self.app_dsn, autocommit=True, connect_timeout=10,
                                    application_name="ts-forecast-worker")
@@ -331,6 +343,8 @@ class PostgresServer:
         """The application's sessions take 90 % of max_connections and sit idle in
         transaction (not idle: that is the idle-connections fault); opsverify's own
         session makes it 92 %."""
+        import psycopg
+
         with self._admin() as conn:  # sessions to open: not counting this one
             row = conn.execute(
                 "SELECT (ceil(current_setting('max_connections')::int * %s) - count(*) + 1)"

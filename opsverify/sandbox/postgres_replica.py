@@ -13,10 +13,7 @@ import shlex
 import shutil
 import signal
 import subprocess
-from typing import ClassVar
-
-import psycopg
-from psycopg import sql
+from typing import TYPE_CHECKING, ClassVar
 
 from opsverify.sandbox.base import SandboxContext
 from opsverify.sandbox.postgres import (
@@ -37,6 +34,11 @@ from opsverify.sandbox.process import (
 )
 from opsverify.sandbox.spec import PostgresReplicaComponent
 from opsverify.sandbox.tls import TlsFiles
+
+# psycopg is imported by the functions that use it: every run imports the sandbox's
+# components (--sandbox-fault lists their faults), and most start none of them.
+if TYPE_CHECKING:
+    import psycopg
 
 CLUSTER_NAME = "sandbox-replica"  # the application_name the primary sees it by
 CLONE_ATTEMPTS = 600  # every 50 ms: the primary has 30 s to come up and be seeded
@@ -142,6 +144,8 @@ class PostgresReplicaServer:
 
     def break_streaming(self) -> None:
         """Give the WAL receiver a stale password and wait until both ends see it gone."""
+        from psycopg import sql
+
         stale = (f"host=127.0.0.1 port={self.primary_port} user={REPLICATION_ROLE} "
                  f"password=stale-{secrets.token_hex(4)}")
         with self.admin() as conn:
@@ -153,6 +157,8 @@ class PostgresReplicaServer:
 
     def admin(self) -> psycopg.Connection[tuple[object, ...]]:
         """A superuser session on the replica (its unix socket), for the sandbox only."""
+        import psycopg
+
         return psycopg.connect(host=str(self.sockdir), port=self.port, user="postgres",
                                dbname="postgres", autocommit=True, connect_timeout=10)
 
@@ -161,6 +167,8 @@ class PostgresReplicaServer:
             stop(self.process, signal.SIGINT)  # fast shutdown
 
     def _streaming(self) -> bool:
+        import psycopg
+
         if not port_open(self.port):
             return False
         try:
@@ -182,6 +190,8 @@ class PostgresReplicaServer:
 
     def _primary_senders(self) -> int:
         """Replication connections the primary serves, seen as the monitoring role."""
+        import psycopg
+
         with psycopg.connect(host="127.0.0.1", port=self.primary_port, user=MONITOR_ROLE,
                              password=self.ctx.password, dbname="postgres",
                              autocommit=True, connect_timeout=10) as conn:

@@ -5,13 +5,16 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
-from typing import ClassVar
-
-import redis
+from typing import TYPE_CHECKING, ClassVar
 
 from opsverify.sandbox.base import SandboxContext
 from opsverify.sandbox.process import free_port, port_open, spawn, stop, wait_until
 from opsverify.sandbox.spec import RedisComponent
+
+# redis is imported by the functions that use it: every run imports the sandbox's
+# components (--sandbox-fault lists their faults), and most start none of them.
+if TYPE_CHECKING:
+    import redis
 
 MAXMEMORY_MB = 32  # a cache with a limit: checks/capacity/test_redis.py judges it
 FULL_PCT = 95.0  # redis-memory-full: past the check's crit (90), short of refused writes
@@ -70,6 +73,8 @@ class RedisServer:
 
     def open_idle_clients(self, count: int) -> None:
         """Connections a leaking pool opened, used once and left open (held until stop)."""
+        import redis
+
         for _ in range(count):
             client = redis.Redis.from_url(self.url, socket_timeout=5,
                                           client_name="forecast-worker")
@@ -79,6 +84,8 @@ class RedisServer:
     def fill_memory(self, pct: float = FULL_PCT) -> None:
         """Write cached blobs until ``used_memory`` is ``pct`` % of ``maxmemory``; with
         ``noeviction`` nothing is evicted, and writes still succeed below the limit."""
+        import redis
+
         client = redis.Redis.from_url(self.url, socket_timeout=5)
         try:
             limit = int(client.info("memory")["maxmemory"])
@@ -94,6 +101,8 @@ class RedisServer:
 
     def lose_data_directory(self) -> None:
         """Remove the directory Redis saves into, write, and let a real BGSAVE fail."""
+        import redis
+
         shutil.rmtree(self.datadir)
         client = redis.Redis.from_url(self.url, socket_timeout=5)
         try:
@@ -131,6 +140,8 @@ class RedisServer:
         self.process = spawn([binary, str(self.workdir / "redis.conf")], log=self.log)
 
     def ready(self) -> None:
+        import redis
+
         wait_until(lambda: port_open(self.port), timeout_s=15, what="redis-server",
                    process=self.process, log=self.log)
         client = redis.Redis.from_url(self.url, socket_timeout=5)

@@ -10,11 +10,13 @@ import datetime as dt
 import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+# cryptography is imported by the functions that use it: every run imports the sandbox's
+# components (--sandbox-fault lists their faults), and most start none of them.
+if TYPE_CHECKING:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,11 @@ def make_tls(directory: Path, *, expired: bool = False, days_left: float = 90,
     for ``days_left`` more days, as an ACME-renewed certificate is. ``expired``: its validity
     ended yesterday (the CA is still valid), as when a renewal job stopped running.
     ``rsa_bits``: an RSA key of that size instead (1024 for a weak one)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
     directory.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now(dt.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -90,6 +97,8 @@ def make_tls(directory: Path, *, expired: bool = False, days_left: float = 90,
 
 
 def _general_name(name: str) -> x509.GeneralName:
+    from cryptography import x509
+
     try:
         return x509.IPAddress(ipaddress.ip_address(name))
     except ValueError:

@@ -8,7 +8,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -16,7 +16,7 @@ from pydantic import Field, field_validator, model_validator
 
 from opsverify.errors import TargetUnavailable, WriteRefused
 from opsverify.remediation.http import HttpRemediation
-from opsverify.targets import http_wire, tls
+from opsverify.targets import http_wire
 from opsverify.targets.base import (
     DeclaredCheck,
     Section,
@@ -32,6 +32,9 @@ from opsverify.targets.http_session import (
     reason,
 )
 from opsverify.targets.http_wire import Fetched
+
+if TYPE_CHECKING:
+    from opsverify.targets import tls
 
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 
@@ -287,12 +290,16 @@ class HttpClient:
 
     def tls_certificate(self) -> tls.Certificate:
         """The certificate an https target presents, and whether it verifies."""
+        from opsverify.targets import tls  # cryptography: only for the TLS checks
+
         host, port = self.host_port()
         return tls.read_certificate(host, port, verify_tls=self.spec.verify_tls,
                                     timeout_s=self.timeout_s, unavailable=self._unavailable)
 
     def tls_protocols(self) -> tls.ProtocolScan:
         """Which of SSLv3 to TLS 1.3 an https target completes a handshake for."""
+        from opsverify.targets import tls
+
         host, port = self.host_port()
         return tls.scan_protocols(host, port, timeout_s=self.timeout_s,
                                   unavailable=self._unavailable)

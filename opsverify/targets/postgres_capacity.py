@@ -13,12 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import psycopg
+from typing import TYPE_CHECKING, Any
 
 from opsverify.errors import MissingPrivilege
-from opsverify.targets.postgres import PostgresClient, Session
+
+# The check modules import this one in every run: psycopg and the postgres type are
+# imported by the reads, which only a run with postgres targets makes.
+if TYPE_CHECKING:
+    from opsverify.targets.postgres import PostgresClient, Session
 
 # age(datfrozenxid) may not pass 2^31: the server stops assigning transaction ids (a few
 # million before it) rather than let old rows look like they are in the future.
@@ -296,6 +298,8 @@ def _rows(client: PostgresClient, what: str, sql: str, params: Sequence[Any] | N
           ) -> list[tuple[Any, ...]]:
     """``client.query``; a permission error is :class:`MissingPrivilege` naming ``grant``
     (a statistics view whose SELECT was revoked from PUBLIC, a database size)."""
+    import psycopg
+
     try:
         return client.query(sql, params)
     except psycopg.errors.InsufficientPrivilege:

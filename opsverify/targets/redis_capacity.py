@@ -12,14 +12,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
-
-import redis
 
 from opsverify.errors import MissingPrivilege
 from opsverify.history import Sample
-from opsverify.targets.redis import RedisClient
+
+# The check modules import this one in every run: redis and the redis type are imported
+# by the reads, which only a run with redis targets makes.
+if TYPE_CHECKING:
+    from opsverify.targets.redis import RedisClient
 
 # The fields the checks judge, all in INFO's default sections since Redis 2.8.
 COUNTED = ("used_memory", "connected_clients", "evicted_keys", "rejected_connections",
@@ -95,6 +97,8 @@ def read_capacity(client: RedisClient) -> RedisCapacity:
                                         ("maxclients", found.maxclients)) if value is None]
     if not missing:
         return found
+    import redis
+
     values: dict[str, int | None] = {}
     refused: list[str] = []
     for name in missing:

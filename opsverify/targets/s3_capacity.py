@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opsverify.targets.base import Deadline
-from opsverify.targets.s3 import LIST_FINDINGS, S3Client
+
+# The check modules import this one in every run: the s3 type (and the aws type it
+# builds on) is imported by the read, which only a run with s3 targets makes.
+if TYPE_CHECKING:
+    from opsverify.targets.s3 import S3Client
 
 PAGE_SIZE = 1000  # what S3 returns at most per ListObjectsV2 page
 LISTING_CAP = 100_000  # objects: 100 pages, then the result is a lower bound
@@ -45,6 +49,8 @@ def bucket_usage(client: S3Client, *, cap: int | None = None,
     """Sum the sizes of every object of the bucket, page by page, within the target's
     deadline for the whole listing; stop early (a lower bound) at ``cap`` objects, or when
     the time left would not hold another page as slow as the slowest so far."""
+    from opsverify.targets.s3 import LIST_FINDINGS
+
     cap = LISTING_CAP if cap is None else cap
     deadline = Deadline.start(client.timeout_s)
     params: dict[str, Any] = {"Bucket": client.spec.bucket,
