@@ -19,8 +19,9 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -177,6 +178,17 @@ def project(tmp_path: Path) -> Project:
     (root / "checks").mkdir()
     (root / "environments").mkdir()
     return Project(root)
+
+
+def send_json(handler: BaseHTTPRequestHandler, body: bytes, status: int = 200,
+              headers: Mapping[str, str] | None = None) -> None:
+    """A test server's answer: ``body`` as JSON, with its length and any ``headers``."""
+    handler.send_response(status)
+    for name, value in {"Content-Type": "application/json", **(headers or {}),
+                        "Content-Length": str(len(body))}.items():
+        handler.send_header(name, value)
+    handler.end_headers()
+    handler.wfile.write(body)
 
 
 class HungServer:

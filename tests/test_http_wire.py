@@ -20,6 +20,7 @@ import pytest
 
 from opsverify.errors import TargetUnavailable
 from opsverify.targets.http import HttpClient, HttpTarget
+from tests.conftest import send_json
 
 BODY = b'{"status": "healthy"}'
 
@@ -51,12 +52,7 @@ class Handler(BaseHTTPRequestHandler):
             body, extra = zlib.compress(BODY), {"Content-Encoding": "deflate"}
         elif self.path == "/login":
             extra = {"Set-Cookie": "session=s3cr3t; Path=/; HttpOnly"}
-        self.send_response(200)
-        for name, value in {"Content-Type": "application/json", **extra,
-                            "Content-Length": str(len(body))}.items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(body)
+        send_json(self, body, headers=extra)
 
     def log_message(self, *args: object) -> None:
         pass

@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import yaml
 
-from tests.conftest import Project
+from tests.conftest import Project, send_json
 
 # The client libraries of the other types (cryptography: of https targets, for their TLS
 # checks). testinfra itself is not here: pytest-testinfra's plugin imports its package
@@ -38,12 +38,7 @@ def pytest_sessionfinish(session):
 
 class Healthy(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
-        body = json.dumps({"status": "healthy"}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        send_json(self, json.dumps({"status": "healthy"}).encode())
 
     def log_message(self, *args: object) -> None:
         pass

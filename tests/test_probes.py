@@ -18,6 +18,7 @@ import pytest
 
 from opsverify.errors import TargetUnavailable
 from opsverify.probes import EAGER_THREADS, ProbePool
+from tests.conftest import send_json
 
 
 class Peak:
@@ -207,12 +208,7 @@ class RecordingServer:
                 owner.paths.append(self.path)
                 time.sleep(delay_s)
                 owner.peak.leave(target)
-                body = b'{"status": "healthy"}'
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                send_json(self, b'{"status": "healthy"}')
 
             def log_message(self, *args: object) -> None:
                 pass

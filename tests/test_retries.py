@@ -25,6 +25,7 @@ import redis
 from opsverify.errors import TargetUnavailable
 from opsverify.probes import ATTEMPT_GRACE_S, ProbePool, Retry
 from opsverify.sandbox.process import free_port
+from tests.conftest import send_json
 
 
 class FlakyServer:
@@ -45,12 +46,8 @@ class FlakyServer:
                 with owner.lock:
                     owner.paths.append(self.path)
                 status = owner.statuses.get(self.path, 200)
-                body = b'{"status": "healthy"}' if status == 200 else b'{"status": "down"}'
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                send_json(self, b'{"status": "healthy"}' if status == 200
+                          else b'{"status": "down"}', status)
 
             def log_message(self, *args: object) -> None:
                 pass

@@ -251,7 +251,7 @@ class _Answer:
 
 def _decoded(body: bytes, encoding: str | None) -> bytes:
     coding = (encoding or "").strip().lower()
-    if coding in ("", "identity"):
+    if coding in ("", "identity") or not body:  # a 204 or 304 may name a coding it never used
         return body
     try:
         if coding in ("gzip", "x-gzip"):
