@@ -197,6 +197,7 @@ def test_schema_address_and_shorthands() -> None:
     ({"url": "local", "files": [{"path": "etc/x"}]}, "expected an absolute path"),
     ({"url": "local", "files": [{"path": "/x", "mode": 416}]}, "quoted octal string"),
     ({"url": "local", "files": [{"path": "/x", "mode": "rw-r--r--"}]}, "octal mode"),
+    ({"url": "local", "files": [{"path": "/x", "mode": ["0640"]}]}, "octal mode"),
     ({"url": "local", "processes": [{"name": "x"}]}, "give comm"),
     ({"url": "local", "processes": [{"name": "x", "args": "("}]}, "not a regular expression"),
     ({"url": "local", "command_checks": [{"name": "x", "command": "true", "cadence": "hourly"}]},

@@ -109,9 +109,11 @@ class FileCheck(Section):
         if isinstance(value, int):
             raise ValueError("give the mode as a quoted octal string, e.g. mode: '0640' "
                              "(YAML reads an unquoted 0640 as the number 416)")
-        if isinstance(value, str) and not re.fullmatch(r"0?[0-7]{3,4}", value):
+        if value is None:
+            return None
+        if not isinstance(value, str) or not re.fullmatch(r"0?[0-7]{3,4}", value):
             raise ValueError("expected an octal mode such as '0640'")
-        return None if value is None else f"{int(value, 8):04o}"
+        return f"{int(value, 8):04o}"
 
     @property
     def label(self) -> str:
