@@ -27,11 +27,11 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 USER_AGENT = "opsverify/0.1"
 
 
-class ReadOnlySession(requests.Session):
-    """A requests session that refuses every method that could change state."""
+class _GuardedSession(requests.Session):
+    """A requests session whose every request passes :meth:`_allow` first."""
 
     def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> Any:
-        _refuse_unsafe(method)
+        self._allow(_verb(method))
         # Given per request, the target's verify_tls wins: a session's own value loses to
         # REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE (psf/requests#3829), so a declared CA or
         # ``verify_tls: false`` would be ignored wherever those are set.
@@ -40,8 +40,34 @@ class ReadOnlySession(requests.Session):
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> Any:
         # Every request ends here, prepared ones included: the guard cannot be walked around.
-        _refuse_unsafe(request.method or "")
+        self._allow(_verb(request.method or ""))
         return super().send(request, **kwargs)
+
+    def _allow(self, verb: str) -> None:
+        raise NotImplementedError
+
+
+class ReadOnlySession(_GuardedSession):
+    """A requests session that refuses every method that could change state."""
+
+    def _allow(self, verb: str) -> None:
+        if verb not in SAFE_METHODS:
+            raise WriteRefused(f"refusing HTTP {verb} from a non-destructive check "
+                               f"(allowed: {', '.join(sorted(SAFE_METHODS))})")
+
+
+class PostOnlySession(_GuardedSession):
+    """The write-capable client's second session: POST, and nothing else (its reads go
+    through a :class:`ReadOnlySession`)."""
+
+    def _allow(self, verb: str) -> None:
+        if verb != "POST":
+            raise WriteRefused(f"refusing HTTP {verb} on the POST-only session (reads go "
+                               "through the read-only one)")
+
+
+def _verb(method: str | bytes) -> str:
+    return (method.decode() if isinstance(method, bytes) else method).upper()
 
 
 def pinned(session: S, url: str, verify_tls: bool | str) -> S:
@@ -76,36 +102,6 @@ def _environment_proxies(url: str) -> dict[str, str]:
     if not any(os.environ.get(n) or os.environ.get(n.upper()) for n in _PROXY_VARIABLES):
         return {}
     return requests.utils.get_environ_proxies(url)
-
-
-class PostOnlySession(requests.Session):
-    """The write-capable client's second session: POST, and nothing else (its reads go
-    through a :class:`ReadOnlySession`)."""
-
-    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> Any:
-        _only_post(method)
-        kwargs.setdefault("verify", self.verify)
-        return super().request(method, url, *args, **kwargs)
-
-    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> Any:
-        _only_post(request.method or "")
-        return super().send(request, **kwargs)
-
-
-def _only_post(method: str | bytes) -> None:
-    verb = (method.decode() if isinstance(method, bytes) else method).upper()
-    if verb != "POST":
-        raise WriteRefused(f"refusing HTTP {verb} on the POST-only session (reads go through "
-                           "the read-only one)")
-
-
-def _refuse_unsafe(method: str | bytes) -> None:
-    verb = (method.decode() if isinstance(method, bytes) else method).upper()
-    if verb not in SAFE_METHODS:
-        raise WriteRefused(
-            f"refusing HTTP {verb} from a non-destructive check "
-            f"(allowed: {', '.join(sorted(SAFE_METHODS))})"
-        )
 
 
 class NoCredentials(requests.auth.AuthBase):
