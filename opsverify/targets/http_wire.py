@@ -47,6 +47,10 @@ class Fetched:
     set_cookies: tuple[str, ...] = ()
 
 
+class NoCaBundle(Exception):
+    """The CA bundle to verify with is not there (a declared path, or REQUESTS_CA_BUNDLE's)."""
+
+
 class _WholeAnswerLate(Exception):
     """The answer's deadline passed while it was still being read."""
 
@@ -120,7 +124,7 @@ _CONTEXTS_LOCK = threading.Lock()
 def tls_context(verify: bool | str) -> ssl.SSLContext:
     """The TLS context requests would use for ``verify`` (made once per value): certifi's
     bundle for True, a CA file or directory, or no verification for False. A path that is
-    not there raises FileNotFoundError; a file holding no certificate, ssl.SSLError."""
+    not there raises :class:`NoCaBundle`; a file holding no certificate, ssl.SSLError."""
     with _CONTEXTS_LOCK:
         found = _CONTEXTS.get(verify)
         if found is not None:
@@ -138,7 +142,7 @@ def tls_context(verify: bool | str) -> ssl.SSLContext:
         elif os.path.exists(verify):
             context = ssl.create_default_context(cafile=verify)
         else:
-            raise FileNotFoundError(verify)
+            raise NoCaBundle(verify)
         _CONTEXTS[verify] = context
         return context
 
@@ -288,7 +292,7 @@ def cause(exc: BaseException, timeout_s: float, verify: bool | str,
         return f"connect timed out after {timeout_s:g} s"
     if isinstance(exc, TimeoutError):
         return f"no answer within {timeout_s:g} s"
-    if isinstance(exc, FileNotFoundError) and exc.args == (verify,):
+    if isinstance(exc, NoCaBundle):
         return f"verify_tls {verify} is not a readable CA bundle"
     if isinstance(exc, ssl.SSLError):
         if "no certificate or crl found" in str(exc).lower():
