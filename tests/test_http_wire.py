@@ -244,3 +244,13 @@ def test_a_refused_connection_and_a_bad_answer_are_one_line_each() -> None:
             client(f"http://127.0.0.1:{listener.getsockname()[1]}").get("/health")
     finally:
         listener.close()
+
+
+def test_a_missing_ca_bundle_from_the_environment_is_one_line(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """REQUESTS_CA_BUNDLE naming no file, with ``verify_tls: true``: the line requests gave
+    ("not a readable CA bundle"), before anything is contacted."""
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/nonexistent/corporate-ca.pem")
+    with pytest.raises(TargetUnavailable, match=r"verify_tls True is not a readable CA "
+                                                r"bundle$"):
+        client("https://127.0.0.1:9").get("/health")
