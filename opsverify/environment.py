@@ -47,6 +47,9 @@ class Settings(BaseModel):
     # target: a production server never sees a burst from us (fixtures/probes.py).
     max_concurrency: int = Field(default=32, ge=1, le=256)
     per_target_concurrency: int = Field(default=2, ge=1, le=32)
+    # Probes of the types that allow it (HTTP) run in a forked probe process, off the
+    # checks' interpreter (opsverify/probe_process.py); false keeps them on threads here.
+    probe_process: bool = True
     # A probe that could not be evaluated (refused, timed out, DNS) is tried again up to
     # this many times, with backoff; an answer, even a failing one, never is (probes.Retry).
     retries: int = Field(default=0, ge=0, le=5)

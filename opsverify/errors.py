@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class OpsverifyError(Exception):
     """Base of every error opsverify reports as a single line."""
@@ -24,6 +26,9 @@ class TargetUnavailable(OpsverifyError):
         self.timing: object | None = None  # the probe that found it, when one did
         super().__init__(f"{target} ({address}): {cause}")
 
+    def __reduce__(self) -> tuple[Any, ...]:  # from a probe process (probe_process.py)
+        return type(self), (self.target, self.address, self.cause), self.__dict__
+
 
 class WriteRefused(OpsverifyError):
     """A read-only client was asked to change something."""
@@ -43,3 +48,6 @@ class MissingPrivilege(OpsverifyError):
         self.grant = grant
         super().__init__(f"{target}: cannot read {what} without a privilege this account "
                          f"lacks; grant it: {grant}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.target, self.what, self.grant), self.__dict__

@@ -115,6 +115,7 @@ class Probe(Generic[T]):
     _error: BaseException | None = None
     _started: float = 0.0  # this attempt's start, while it runs
     _waiting: Callable[[], None] = lambda: None  # said every GROW_AFTER_S to its pool
+    _elsewhere: bool = False  # run by a probe process (probe_process.py), not these threads
     timing: Timing | None = None
 
     def done(self) -> bool:
@@ -181,6 +182,9 @@ class ProbePool:
         self._all_done = threading.Condition(self._lock)
         # Probes waiting out a retry's backoff, by when they may run again.
         self._delayed: list[tuple[float, int, Probe[Any]]] = []
+        # Told of every probe that finishes (outside or inside the lock): how a probe
+        # process hears what to send back.
+        self.finished: Callable[[Probe[Any]], None] = lambda probe: None
 
     # -- submitting ------------------------------------------------------------------------
 
@@ -208,13 +212,7 @@ class ProbePool:
                 return existing
             state = self._targets.setdefault(target, _Target())
             probe = self._new(target, key, fn, name, priority, retry)
-            gate = state.gate
-            if gate is None or (gate.done() and gate._error is None):
-                self._make_ready(state, probe)
-            elif gate.done():
-                self._fail_from_gate(probe, gate)
-            else:
-                state.blocked.append(probe)
+            self._place(state, probe)
             return probe
 
     @contextlib.contextmanager
@@ -231,11 +229,62 @@ class ProbePool:
                 self._grow()
                 self._wake.notify_all()
 
+    def release(self) -> None:
+        """End every :meth:`held` block at once (in a probe process, whose copy of the
+        block never ends)."""
+        with self._lock:
+            self._holding = 0
+            self._grow()
+            self._wake.notify_all()
+
     def wait_idle(self) -> None:
         """Block until every submitted probe has finished (before sequential sampling)."""
         with self._lock:
             while self._unfinished:
                 self._all_done.wait()
+
+    def queued(self) -> list[Probe[Any]]:
+        """The probes no thread has started yet (all of them, inside :meth:`held`)."""
+        with self._lock:
+            return [p for p in self._probes.values() if not p.done() and not p._elsewhere
+                    and p not in self._running and p.attempts == 0]
+
+    def hand_off(self, probes: list[Probe[Any]]) -> None:
+        """These queued probes run elsewhere (a probe process): no thread here takes them,
+        and each counts as running against its target until :meth:`complete` or
+        :meth:`take_back`. Probes submitted later still run here, after those gates."""
+        with self._lock:
+            for probe in probes:
+                probe._elsewhere = True
+                self._targets[probe.target].running += 1
+            self._requeue(lambda probe: not probe._elsewhere)
+
+    def keep_only(self, probes: list[Probe[Any]]) -> None:
+        """The other side of :meth:`hand_off`, in the probe process: only these run."""
+        with self._lock:
+            mine = set(probes)
+            self._requeue(lambda probe: probe in mine)
+
+    def complete(self, probe: Probe[Any], value: Any, error: BaseException | None,
+                 timing: Timing | None) -> None:
+        """A handed-off probe's result arrived."""
+        with self._lock:
+            if probe.done():
+                return
+            probe._elsewhere = False
+            probe._finish(value, error, timing)
+            self._finished(probe)
+
+    def take_back(self, probe: Probe[Any]) -> None:
+        """A handed-off probe whose result could not come back (the probe process ended,
+        or its value cannot cross a pipe): it runs here after all."""
+        with self._lock:
+            if probe.done() or not probe._elsewhere:
+                return
+            probe._elsewhere = False
+            state = self._targets[probe.target]
+            state.running -= 1
+            self._place(state, probe)
 
     def close(self) -> None:
         """Stop the threads; probes still queued are dropped, running ones abandoned (their
@@ -259,6 +308,26 @@ class ProbePool:
         self._probes[(target, key)] = probe
         self._unfinished += 1
         return probe
+
+    def _place(self, state: _Target, probe: Probe[Any]) -> None:
+        """Queue ``probe`` behind its target's gate: ready, blocked, or failed with it."""
+        gate = state.gate
+        if gate is None or gate is probe or (gate.done() and gate._error is None):
+            self._make_ready(state, probe)
+        elif gate.done():
+            self._fail_from_gate(probe, gate)
+        else:
+            state.blocked.append(probe)
+
+    def _requeue(self, keep: Callable[[Probe[Any]], bool]) -> None:
+        """Drop from the queues every probe not to ``keep``."""
+        self._runnable.clear()
+        self._queued.clear()
+        for target, state in self._targets.items():
+            state.ready = [entry for entry in state.ready if keep(entry[2])]
+            heapq.heapify(state.ready)
+            state.blocked = [probe for probe in state.blocked if keep(probe)]
+            self._queue_target(target, state)
 
     def _make_ready(self, state: _Target, probe: Probe[Any]) -> None:
         heapq.heappush(state.ready, (probe.priority, next(self._seq), probe))
@@ -328,6 +397,7 @@ class ProbePool:
     def _fail_from_gate(self, probe: Probe[Any], gate: Probe[Any]) -> None:
         probe._finish(None, gate._error, Timing(probe.name, 0.0, 0.0))
         self._unfinished -= 1
+        self.finished(probe)
 
     def _finished(self, probe: Probe[Any]) -> None:
         state = self._targets[probe.target]
@@ -367,6 +437,8 @@ class ProbePool:
                 if self._runnable:
                     self._grow()
             again = self._attempt(probe)
+            if again is None:
+                self.finished(probe)
             with self._lock:
                 self._running.discard(probe)
                 if self._runnable and time.monotonic() - probe._started >= GROW_AFTER_S:

@@ -1,0 +1,180 @@
+"""The probe process: queued probes run in a forked child and their results come back;
+what cannot come back (an unpicklable value, a child that died) runs in the parent; a run
+with the process and one without it judge the same servers the same way.
+
+The pool-level cases run in a fresh interpreter each: a process may fork only with no other
+thread, and a test under xdist has execnet's.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from tests.conftest import ROOT, outcomes, send_json
+
+PRELUDE = """
+import json, os, signal, threading, time
+from opsverify.probes import ProbePool
+from opsverify import probe_process
+from opsverify.errors import TargetUnavailable
+pool = ProbePool(max_concurrency=4, per_target=2)
+parent = os.getpid()
+def where(value=None):
+    return lambda: (os.getpid() != parent, value)
+"""
+
+
+def in_fresh_interpreter(body: str) -> Any:
+    """Run PRELUDE + body in a new Python; it prints one JSON value, returned here."""
+    code = PRELUDE + textwrap.dedent(body)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_queued_probes_run_in_the_child_and_their_results_come_back() -> None:
+    result = in_fresh_interpreter("""
+        with pool.held():
+            gate = pool.gate("a", "reach", where("up"))
+            reads = [pool.submit("a", i, where(i)) for i in range(20)]
+            other = pool.submit("b", 0, where("b"))
+            process = probe_process.start(pool, pool.queued())
+        values = [p.result() for p in [gate, *reads, other]]
+        pool.wait_idle()
+        print(json.dumps({"process": process is not None, "values": values,
+                          "threads": len(pool._threads),
+                          "timed": all(p.timing is not None for p in [gate, *reads])}))
+        process.close()
+    """)
+    assert result["process"] is True
+    assert all(elsewhere for elsewhere, _ in result["values"])  # every one in the child
+    assert [value for _, value in result["values"]] == ["up", *range(20), "b"]
+    assert result["threads"] == 0  # the parent started no probe thread
+    assert result["timed"]
+
+
+def test_an_unpicklable_value_is_read_again_in_the_parent() -> None:
+    result = in_fresh_interpreter("""
+        with pool.held():
+            plain = pool.submit("a", 1, where("plain"))
+            locked = pool.submit("a", 2, lambda: (os.getpid() != parent, threading.Lock()))
+            process = probe_process.start(pool, pool.queued())
+        print(json.dumps([plain.result()[0], locked.result()[0],
+                          type(locked.result()[1]).__name__]))
+        process.close()
+    """)
+    assert result == [True, False, "lock"]
+
+
+def test_a_gate_error_crosses_with_its_fields_and_fails_the_targets_reads() -> None:
+    result = in_fresh_interpreter("""
+        def down():
+            raise TargetUnavailable("db", "127.0.0.1:1", "connection refused")
+        with pool.held():
+            gate = pool.gate("db", "reach", down)
+            read = pool.submit("db", "q", where("never"))
+            process = probe_process.start(pool, pool.queued())
+        errors = [gate.error(), read.error()]
+        print(json.dumps([[type(e).__name__, e.target, e.address, e.cause, str(e)]
+                          for e in errors]))
+        process.close()
+    """)
+    line = ["TargetUnavailable", "db", "127.0.0.1:1", "connection refused",
+            "db (127.0.0.1:1): connection refused"]
+    assert result == [line, line]
+
+
+def test_what_a_killed_child_did_not_send_runs_in_the_parent() -> None:
+    result = in_fresh_interpreter("""
+        with pool.held():
+            # Hangs in the child; answers at once when the parent runs it.
+            hung = pool.submit("a", "hung", lambda: (os.getpid() != parent and time.sleep(30),
+                                                     "again"))
+            quick = pool.submit("b", "quick", where("quick"))
+            process = probe_process.start(pool, pool.queued())
+        quick.result()
+        os.kill(process.pid, signal.SIGKILL)
+        started = time.monotonic()
+        print(json.dumps([quick.result()[0], hung.result(), time.monotonic() - started]))
+    """)
+    assert result[0] is True
+    assert result[1] == [False, "again"]
+    assert result[2] < 10
+
+
+def test_probes_submitted_after_the_fork_wait_for_a_gate_in_the_child() -> None:
+    result = in_fresh_interpreter("""
+        with pool.held():
+            gate = pool.gate("a", "reach", lambda: (time.sleep(0.3), "up"))
+            process = probe_process.start(pool, pool.queued())
+        late = pool.submit("a", "late", lambda: (gate.done(), os.getpid() == parent))
+        print(json.dumps(late.result()))
+        process.close()
+    """)
+    assert result == [True, True]  # it ran here, and only after the child's gate answered
+
+
+def test_no_process_with_another_thread_running() -> None:
+    result = in_fresh_interpreter("""
+        stop = threading.Event()
+        threading.Thread(target=stop.wait, daemon=True).start()
+        with pool.held():
+            probe = pool.submit("a", 1, where(1))
+            process = probe_process.start(pool, pool.queued())
+        print(json.dumps([process is None, probe.result()[0]]))
+        stop.set()
+    """)
+    assert result == [True, False]
+
+
+class StatusServer:
+    """Answers GET /<status> with that status and a JSON body."""
+
+    def __init__(self) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                send_json(self, b'{"status": "healthy"}', status=int(self.path[1:]))
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture(scope="module")
+def status_server() -> Iterator[StatusServer]:
+    server = StatusServer()
+    yield server
+    server.server.shutdown()
+    server.server.server_close()
+
+
+@pytest.mark.parametrize("setting", ["true", "false"])
+def test_a_run_judges_the_same_with_or_without_the_process(
+        project: Any, status_server: StatusServer, setting: str) -> None:
+    project.copy_check("checks/health/test_http.py")
+    lines = [f"settings: {{probe_process: {setting}, timeout_s: 2}}", "targets:"]
+    for name, port, status in [("ok-0", status_server.port, 200), ("ok-1", status_server.port, 200),
+                               ("bad", status_server.port, 500), ("down", 1, 200)]:
+        lines += [f"  {name}:", "    type: http", f"    url: http://127.0.0.1:{port}",
+                  f"    health: {{path: /{status}}}"]
+    result, checks = project.run_checks("p", "\n".join(lines) + "\n", "-m", "daily",
+                                        "-k", "test_health")
+    assert outcomes(checks) == {"test_health[ok-0:/200]": "PASS",
+                                "test_health[ok-1:/200]": "PASS",
+                                "test_health[bad:/500]": "FAIL",
+                                "test_health[down:/200]": "ERROR"}, result.output
+    assert "down (http://127.0.0.1:1): " in checks["test_health[down:/200]"]["message"]
