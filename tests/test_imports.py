@@ -1,6 +1,8 @@
 """A run imports the target types its environment declares, and no other (issue 7): the
 other types' schemas, clients and client libraries are never loaded, only their names are
-known (opsverify/targets/__init__.py)."""
+known (opsverify/targets/__init__.py). Likewise the sandbox: a run whose environment has no
+``sandbox:`` section knows its faults' names (opsverify/sandbox/faults.py), for
+``--sandbox-fault``, and imports none of its components."""
 
 from __future__ import annotations
 
@@ -12,7 +14,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import yaml
 
-from tests.conftest import Project, send_json
+from opsverify.sandbox.faults import FAULTS_OF
+from opsverify.sandbox.runtime import COMPONENTS
+from tests.conftest import ROOT, Project, send_json
 
 # The client libraries of the other types (cryptography: of https targets, for their TLS
 # checks). testinfra itself is not here: pytest-testinfra's plugin imports its package
@@ -23,6 +27,13 @@ LIBRARIES = ("psycopg", "redis", "boto3", "botocore", "docker", "kubernetes", "p
 TYPES = ("postgres", "redis", "host", "clickhouse", "sqlite", "prometheus", "docker",
          "kubernetes", "s3", "aws", "backup", "host_model", "postgres_model",
          "kubernetes_access")
+# What a run without a sandbox may import of opsverify/sandbox: the fault table, and the
+# section's schema (part of the environment file's). Not the runtime, nor any component
+# module or its helpers (they import requests, yaml, the servers' client libraries).
+SANDBOX_LIGHT = ("faults", "spec")
+SANDBOX_MODULES = tuple(sorted(f"opsverify.sandbox.{p.stem}"
+                               for p in (ROOT / "opsverify" / "sandbox").glob("*.py")
+                               if p.stem not in SANDBOX_LIGHT))
 
 # Run as a plugin of the run under test: what the whole run imported, once it is over.
 RECORDER = '''
@@ -57,7 +68,9 @@ def imported_by(module: str, modules: list[str]) -> bool:
     return any(m == module or m.startswith(f"{module}.") for m in modules)
 
 
-def test_a_run_of_http_targets_imports_no_other_type(project: Project, http_port: int) -> None:
+def run_http_only(project: Project, http_port: int) -> list[str]:
+    """The daily checks against one http target (no ``sandbox:`` section): what the run
+    imported."""
     project.copy_checks()
     project.write("imports_recorder.py", RECORDER)
     env = {"targets": {"web": {"type": "http", "url": f"http://127.0.0.1:{http_port}",
@@ -68,8 +81,33 @@ def test_a_run_of_http_targets_imports_no_other_type(project: Project, http_port
                          "-p", "imports_recorder")
     assert result.returncode == 0, result.output
     assert project.checks("web")["test_health[web:/health]"]["outcome"] == "PASS"
-    modules = json.loads((project.path / "imported.json").read_text())
+    modules: list[str] = json.loads((project.path / "imported.json").read_text())
     assert "opsverify.targets.http" in modules  # the recorder saw the run's imports
+    return modules
+
+
+def test_a_run_of_http_targets_imports_no_other_type(project: Project, http_port: int) -> None:
+    modules = run_http_only(project, http_port)
     libraries = [name for name in LIBRARIES if imported_by(name, modules)]
     types = [f"opsverify.targets.{t}" for t in TYPES if f"opsverify.targets.{t}" in modules]
     assert not libraries + types
+
+
+# Strict: once fixed, the marker must go.
+@pytest.mark.xfail(strict=True, reason="fixtures/environment.py imports "
+                   "opsverify.sandbox.runtime at module level (for RunContext's annotation "
+                   "only): it belongs under TYPE_CHECKING")
+def test_a_run_without_a_sandbox_imports_none_of_its_components(
+        project: Project, http_port: int) -> None:
+    modules = run_http_only(project, http_port)
+    assert "opsverify.sandbox.faults" in modules  # --sandbox-fault's choices were read
+    assert "opsverify.sandbox.runtime" in SANDBOX_MODULES
+    assert [m for m in SANDBOX_MODULES if m in modules] == []
+
+
+def test_the_fault_table_is_the_components_own() -> None:
+    """--sandbox-fault lists opsverify/sandbox/faults.py's table, in its order: each
+    component's faults are that table's entry, and its order is the start order's."""
+    assert list(FAULTS_OF) == list(COMPONENTS)
+    assert all(cls.faults is FAULTS_OF[name]
+               for name, cls in COMPONENTS.items())

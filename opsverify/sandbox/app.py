@@ -7,6 +7,7 @@ import sys
 from typing import ClassVar
 
 from opsverify.sandbox.base import SandboxContext
+from opsverify.sandbox.faults import FAULTS_OF
 from opsverify.sandbox.process import free_port, port_open, spawn, stop, wait_until
 from opsverify.sandbox.spec import AppComponent
 from opsverify.sandbox.tls import TlsFiles, make_tls
@@ -18,24 +19,7 @@ class AppServer:
 
     name: ClassVar[str] = "app"
     install_hint: ClassVar[str] = "pip install -e ."
-    faults: ClassVar[dict[str, str]] = {
-        "app-unhealthy": "the demo service answers /health with 503 and an unhealthy component",
-        "slow-app": "the demo service takes 400 ms to answer every request",
-        "redirect-broken": "the demo service answers /docs with 404 instead of redirecting "
-                           "to /docs/ (a lost rewrite rule)",
-        "metrics-disabled": "the demo service answers /metrics with 404 (exporter switched off)",
-        "cert-expired": "the demo service's TLS certificate expired yesterday (a renewal job "
-                        "that stopped running)",
-        "tls-weak": "the demo service's TLS listener accepts TLS 1.0 and 1.1 (an old load "
-                    "balancer policy, @SECLEVEL=0)",
-        "headers-missing": "the demo service sends no security headers (HSTS, nosniff, CSP, "
-                           "X-Frame-Options, Referrer-Policy: the middleware is gone)",
-        "cors-wildcard": "the demo service reflects any Origin with credentials allowed",
-        "auth-bypass": "the demo service answers /api/admin/stats with 200 to anyone (an "
-                       "auth middleware that lost its route)",
-        "cache-stale": "the demo service's search-results cache serves entries past their "
-                       "TTL (its invalidation stopped): /health/detailed says cache stale",
-    }
+    faults: ClassVar[dict[str, str]] = FAULTS_OF["app"]
 
     def __init__(self, spec: AppComponent, ctx: SandboxContext) -> None:
         self.spec = spec

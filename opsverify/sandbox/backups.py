@@ -31,22 +31,20 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from opsverify.sandbox import sqlite as sqlite_seed
 from opsverify.sandbox.base import SandboxContext
+from opsverify.sandbox.faults import APP_ROLE, DYNAMODB_TABLE, FAULTS_OF, MISSING_ROLE, TOO_MANY
 from opsverify.sandbox.moto import ACCESS_KEY_ID
-from opsverify.sandbox.postgres import APP_ROLE, WAL_ARCHIVE, bindir
+from opsverify.sandbox.postgres import WAL_ARCHIVE, bindir
 from opsverify.sandbox.process import port_open, wait_until
 from opsverify.sandbox.spec import BackupsComponent
 
-# psycopg is imported by the functions that use it: every run imports the sandbox's
-# components (--sandbox-fault lists their faults), and most start none of them.
+# psycopg is imported by the functions that use it: a sandbox imports every
+# component (runtime.COMPONENTS), and many start only some of them.
 if TYPE_CHECKING:
     import psycopg
 
 RESTORE_ROLE = "opsverify_restore"
 SCRATCH_DATABASE = "scratch"
-MISSING_ROLE = "legacy_etl"  # owns a table in the restore-fails dump; absent on restore
-DYNAMODB_TABLE = "t-developer-projects"
 NIGHTLY = 5  # dumps kept normally (the environment keeps 3 to 7)
-TOO_MANY = 12  # dumps kept when the cleanup job stopped
 BACKUP_HOUR = 2  # the nightly job runs at 02:00
 
 
@@ -55,23 +53,7 @@ class BackupSeeder:
 
     name: ClassVar[str] = "backups"
     install_hint: ClassVar[str] = "apt-get install postgresql-client"
-    faults: ClassVar[dict[str, str]] = {
-        "stale-backup": "the newest PostgreSQL dump is 3 days old: the nightly job stopped",
-        "truncated-backup": "the newest ChromaDB tarball is cut mid-stream (its gzip header "
-                            "is fine; its checksum was taken after the cut)",
-        "empty-dump": "the newest dump in S3 is a valid pg_dump of the wrong, empty database",
-        "corrupt-sqlite-backup": "the newest ERPFTS backup carries a torn index page (copied "
-                                 "from a damaged file: its checksum matches)",
-        "checksum-mismatch": "the newest PostgreSQL dump was rewritten after its .sha256 "
-                             "sidecar was recorded",
-        "retention-exceeded": f"{TOO_MANY} PostgreSQL dumps are kept: the cleanup job stopped",
-        "restore-fails": f"the newest PostgreSQL dump has a table owned by role {MISSING_ROLE}, "
-                         "which the restore server does not have",
-        "wal-archive-failing": "PostgreSQL's WAL archive directory is gone: archive_command "
-                               "fails",
-        "dynamodb-pitr-off": f"point-in-time recovery is off on the DynamoDB table "
-                             f"{DYNAMODB_TABLE}",
-    }
+    faults: ClassVar[dict[str, str]] = FAULTS_OF["backups"]
 
     def __init__(self, spec: BackupsComponent, ctx: SandboxContext) -> None:
         self.spec = spec

@@ -20,13 +20,13 @@ from typing import ClassVar
 import requests
 
 from opsverify.sandbox.base import SandboxContext
+from opsverify.sandbox.faults import DROPPED_TABLE, FAULTS_OF
 from opsverify.sandbox.process import free_port, spawn, stop, wait_until
 from opsverify.sandbox.spec import ClickHouseComponent
 
 ADMIN_USER = "sandbox_admin"
 MONITOR_USER = "opsverify"
 TABLES = ("prices", "features")
-DROPPED_TABLE = "features"
 
 
 def binary() -> Path | None:
@@ -51,13 +51,7 @@ def _server_user() -> str | None:
 class ClickHouseServer:
     name: ClassVar[str] = "clickhouse"
     install_hint: ClassVar[str] = "apt-get install clickhouse-server"
-    faults: ClassVar[dict[str, str]] = {
-        "clickhouse-down": "ClickHouse is not started: its port refuses connections",
-        "clickhouse-table-missing": f"table {DROPPED_TABLE} is dropped from the database after "
-                                    "seeding",
-        "clickhouse-quota-exhausted": "the monitoring user's query quota is used up: /ping "
-                                      "answers, queries are refused",
-    }
+    faults: ClassVar[dict[str, str]] = FAULTS_OF["clickhouse"]
 
     def __init__(self, spec: ClickHouseComponent, ctx: SandboxContext) -> None:
         self.spec = spec

@@ -26,6 +26,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from opsverify.sandbox.base import SandboxContext
+from opsverify.sandbox.faults import DOCKER_APP as APP
+from opsverify.sandbox.faults import DOCKER_DEBUG as DEBUG
+from opsverify.sandbox.faults import DOCKER_SCHEDULER as SCHEDULER
+from opsverify.sandbox.faults import DOCKER_WORKER as WORKER
+from opsverify.sandbox.faults import FAULTS_OF
 from opsverify.sandbox.process import spawn, stop, wait_until
 
 if TYPE_CHECKING:  # the docker library loads only when the engine is started
@@ -35,8 +40,6 @@ from opsverify.sandbox.spec import DockerComponent
 
 IMAGE = "opsverify/busybox"
 TAG = "sandbox"
-APP, WORKER, SCHEDULER = "gogooku3-app", "gogooku3-worker", "gogooku3-scheduler"
-DEBUG = "gogooku3-debug"  # what the container-privileged fault leaves running
 # nobody: the image has no /etc/passwd, so the ids, not a name.
 USER = "65534:65534"
 STATE_DIR = "/var/lib/gogooku3"  # the scheduler's state: a volume, kept across its restarts
@@ -64,15 +67,7 @@ class DockerEngine:
 
     name: ClassVar[str] = "docker"
     install_hint: ClassVar[str] = "apt-get install docker.io busybox-static"
-    faults: ClassVar[dict[str, str]] = {
-        "docker-down": "the Docker engine is not started: its socket does not exist",
-        "container-unhealthy": f"{APP}'s HEALTHCHECK fails: its readiness file (in its "
-                               "tmpfs /tmp) is gone; a restart makes it anew",
-        "container-restarting": f"{SCHEDULER} exits at start, so its restart policy restarts it "
-                                "over and over",
-        "container-stopped": f"{WORKER} has exited",
-        "container-privileged": f"a debugging container, {DEBUG}, runs --privileged",
-    }
+    faults: ClassVar[dict[str, str]] = FAULTS_OF["docker"]
 
     def __init__(self, spec: DockerComponent, ctx: SandboxContext) -> None:
         self.spec = spec

@@ -14,6 +14,7 @@ from typing import ClassVar
 
 from opsverify.history import Sample
 from opsverify.sandbox.base import SandboxContext
+from opsverify.sandbox.faults import FAULTS_OF
 from opsverify.sandbox.spec import HistoryComponent, SeriesSeed
 
 FILL_DAYS = 5.0  # disk-filling: full this many days from now, under the 7-day crit
@@ -24,10 +25,7 @@ FILL_HISTORY_DAYS = 7  # a week of growth: 28 % of the limit then, 70 % now
 class HistorySeeder:
     name: ClassVar[str] = "history"
     install_hint: ClassVar[str] = "nothing: a file"
-    faults: ClassVar[dict[str, str]] = {
-        "disk-filling": "the sandbox's logs fill 70 % of their limit, after a week of growth "
-                        "that fills it in 5 days (days-until-full trend: crit under 7)",
-    }
+    faults: ClassVar[dict[str, str]] = FAULTS_OF["history"]
 
     def __init__(self, spec: HistoryComponent, ctx: SandboxContext) -> None:
         self.spec = spec

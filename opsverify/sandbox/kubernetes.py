@@ -25,6 +25,7 @@ from typing import ClassVar
 import requests
 
 from opsverify.sandbox.base import SandboxContext
+from opsverify.sandbox.faults import FAULTS_OF
 from opsverify.sandbox.kubernetes_controller import RolloutController
 from opsverify.sandbox.kubernetes_state import FAULTS, ApiWriter, Cluster, inject, seed
 from opsverify.sandbox.process import free_port, port_open, spawn, stop, wait_until
@@ -75,11 +76,7 @@ class KubernetesCluster:
 
     name: ClassVar[str] = "kubernetes"
     install_hint: ClassVar[str] = BUILD_HINT
-    faults: ClassVar[dict[str, str]] = {
-        "kubernetes-down": "the Kubernetes API server is not started: its port refuses "
-                           "connections",
-        **FAULTS,
-    }
+    faults: ClassVar[dict[str, str]] = FAULTS_OF["kubernetes"]
 
     def __init__(self, spec: KubernetesComponent, ctx: SandboxContext) -> None:
         self.spec = spec

@@ -16,28 +16,25 @@ from typing import Any
 
 import requests
 
-APP = "tekutoko-api"
+from opsverify.sandbox.faults import (
+    BACKUP,
+    CRASH_RESTARTS,
+    HPA_MAX,
+    KUBERNETES_STATE,
+    MISSED_DAYS,
+    NEXT_IMAGE,
+)
+from opsverify.sandbox.faults import KUBERNETES_APP as APP
+
 IMAGE = "registry.example/tekutoko-api:1.8.2"
-NEXT_IMAGE = "registry.example/tekutoko-api:1.9.0"  # rollout-stuck: the release that hangs
 HASH, NEXT_HASH = "6d4cf56db6", "7f9b8c6d5"  # pod-template-hash of the two ReplicaSets
 POD_SUFFIXES = ("2xk9p", "8hvqd", "tq7mz", "b5w2c", "f9r4x", "h3m8n", "k7p2q", "m4t6v",
                 "r8x3z", "w2c9j")
-REPLICAS, HPA_MIN, HPA_MAX = 3, 2, 10
-BACKUP = "tekutoko-db-backup"
+REPLICAS, HPA_MIN = 3, 2
 BACKUP_IMAGE = "registry.example/tekutoko-db-backup:2.3.0"
-CRASH_RESTARTS = 7  # pod-crashloop: past the checks' restart_count crit
-MISSED_DAYS = 3  # cronjob-missed: the last run that happened, and succeeded
 
-FAULTS: dict[str, str] = {
-    "pod-crashloop": f"one pod of {APP} is in CrashLoopBackOff ({CRASH_RESTARTS} restarts): "
-                     "the deployment is one replica short and BackOff warnings pile up",
-    "deployment-degraded": f"two of {APP}'s three pods fail their readiness probe: the "
-                           "deployment has one available replica",
-    "rollout-stuck": f"the rollout of {NEXT_IMAGE} hangs: its first pod cannot be scheduled "
-                     "and the deployment exceeded its progress deadline",
-    "hpa-maxed": f"{APP}'s HPA is pinned at its maximum ({HPA_MAX} replicas, CPU at 96 %)",
-    "cronjob-missed": f"the nightly {BACKUP} CronJob has not run for {MISSED_DAYS} days",
-}
+# What inject() writes: every kubernetes fault but kubernetes-down (no server to write to).
+FAULTS: dict[str, str] = KUBERNETES_STATE
 
 
 def stamp(when: dt.datetime) -> str:

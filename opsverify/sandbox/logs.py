@@ -18,23 +18,17 @@ from pathlib import Path
 from typing import ClassVar
 
 from opsverify.sandbox.base import SandboxContext
+from opsverify.sandbox.faults import FAULTS_OF, PILED, PILED_FROM_DAYS
 from opsverify.sandbox.spec import LogsComponent
 
 RECENT_DAYS = 3  # daily logs kept normally, younger than any cleanup's age
-PILED = 4  # old daily logs with logs-piling, and one batch log: the default --max-actions
 PILED_BYTES = 17 * 1024 * 1024  # each: four of them are 68 MiB, over the 64 MiB limit
-PILED_FROM_DAYS = 10  # the newest of them is 10 days old, the oldest 13
 
 
 class AppLogs:
     name: ClassVar[str] = "logs"
     install_hint: ClassVar[str] = "nothing: files"
-    faults: ClassVar[dict[str, str]] = {
-        "logs-piling": f"{PILED} daily logs {PILED_FROM_DAYS} to "
-                       f"{PILED_FROM_DAYS + PILED - 1} days old, 17 MiB each, and an old "
-                       "batch log pile up in logs/: nobody ran `find logs/ -mtime +7 "
-                       "-delete` (logs/*.log over its 64 MiB)",
-    }
+    faults: ClassVar[dict[str, str]] = FAULTS_OF["logs"]
 
     def __init__(self, spec: LogsComponent, ctx: SandboxContext) -> None:
         self.spec = spec

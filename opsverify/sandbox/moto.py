@@ -56,18 +56,24 @@ from typing import Any, ClassVar
 import requests
 
 from opsverify.sandbox.base import SandboxContext
+from opsverify.sandbox.faults import (
+    BAD_IMAGE_TAG,
+    DB_GROUP,
+    FAULT_ERRORS,
+    FAULTS_OF,
+    LOG_GROUP,
+    SERVICE,
+    TARGET_GROUP,
+    TASK_FAMILY,
+    UNROTATED_SECRET,
+)
 from opsverify.sandbox.process import free_port, port_open, spawn, stop, wait_until
 from opsverify.sandbox.spec import MotoComponent
 
 ACCESS_KEY_ID = "AKIAOPSVERIFYSANDBOX"
 IMAGE = "ami-0a1b2c3d4e5f60718"  # any id: moto does not check that the image exists
 CLUSTER = "t-developer-cluster"
-SERVICE = "t-developer-service"
-TASK_FAMILY = "t-developer"
-BAD_IMAGE_TAG = "2025.03"  # ecs-bad-revision's image: a tag the repository does not hold
-TARGET_GROUP = "t-developer-tg"
 LOAD_BALANCER = "t-developer-alb"
-LOG_GROUP = "/ecs/t-developer"
 LOG_STREAM = "t-developer-service/api/0f3c2a"
 ALARM_PREFIX = "t-developer-"
 ALARMS = {  # name -> (metric, namespace, threshold)
@@ -83,12 +89,9 @@ OBJECTS = (
     "datasets/features/v3.parquet", "models/lgbm/2025-02-01.pkl",
 )
 SEED_ERRORS = 3
-FAULT_ERRORS = 60
 LOG_RETENTION_DAYS = 30
 VPC_CIDR = "10.20.0.0/16"
-DB_GROUP = "t-developer-db"
 DB_SECRET = "t-developer/database"  # noqa: S105 - a secret's name
-UNROTATED_SECRET = "t-developer/openai-api-key"  # noqa: S105 - a secret's name
 REPOSITORY = "t-developer/api"
 IMAGE_TAG = "2025.02"
 
@@ -98,26 +101,7 @@ class MotoServer:
 
     name: ClassVar[str] = "moto"
     install_hint: ClassVar[str] = "pip install 'moto[server]'"
-    faults: ClassVar[dict[str, str]] = {
-        "moto-down": "the moto server (S3 and AWS APIs) is not started: its port refuses "
-                     "connections",
-        "s3-prefix-missing": "every object under datasets/ is gone from the sandbox bucket",
-        "ecs-degraded": f"the ECS service {SERVICE} runs 1 of its 2 desired tasks (its "
-                        "deployment has a failed task)",
-        "ecs-bad-revision": f"revision 2 of {TASK_FAMILY} (image tag {BAD_IMAGE_TAG}, which "
-                            f"the repository does not hold) was rolled out to {SERVICE}: 1 "
-                            "of its 2 desired tasks runs, its deployment has a failed task",
-        "alb-target-stopped": f"an instance behind the ALB target group {TARGET_GROUP} is "
-                              "stopped, so its target is not healthy",
-        "alarm-firing": "the CloudWatch alarm t-developer-5xx is in ALARM",
-        "log-errors": f"{FAULT_ERRORS} ERROR events land in the log group {LOG_GROUP}",
-        "s3-public": "the sandbox bucket loses its public access block and its policy lets "
-                     "anyone (*) read every object",
-        "sg-open-db": f"the security group {DB_GROUP} admits PostgreSQL (5432) from "
-                      "0.0.0.0/0",
-        "secret-not-rotated": f"the Secrets Manager secret {UNROTATED_SECRET} exists with "
-                              "rotation never enabled",
-    }
+    faults: ClassVar[dict[str, str]] = FAULTS_OF["moto"]
 
     def __init__(self, spec: MotoComponent, ctx: SandboxContext) -> None:
         self.spec = spec

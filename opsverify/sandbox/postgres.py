@@ -20,6 +20,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
 from opsverify.sandbox.base import SandboxContext
+from opsverify.sandbox.faults import (
+    APP_ROLE,
+    FAULTS_OF,
+    FLOOD_ROWS,
+    FLOODED_TABLE,
+    HOLDER_APP,
+    IDLE_SESSIONS,
+    STALE_SLOT,
+    STALE_SLOT_SEGMENTS,
+    WAITER_APP,
+)
 from opsverify.sandbox.process import (
     free_port,
     port_open,
@@ -31,12 +42,11 @@ from opsverify.sandbox.process import (
 from opsverify.sandbox.spec import PostgresComponent
 from opsverify.sandbox.tls import TlsFiles, make_tls
 
-# psycopg is imported by the functions that use it: every run imports the sandbox's
-# components (--sandbox-fault lists their faults), and most start none of them.
+# psycopg is imported by the functions that use it: a sandbox imports every
+# component (runtime.COMPONENTS), and many start only some of them.
 if TYPE_CHECKING:
     import psycopg
 
-APP_ROLE = "ts_app"
 MONITOR_ROLE = "opsverify"
 REPLICATION_ROLE = "replicator"  # what the sandbox replica streams as (postgres_replica.py)
 WAL_ARCHIVE = "wal-archive"  # archive_command copies WAL here (checked by checks/backup)
@@ -56,17 +66,10 @@ def bindir() -> Path | None:
     return versions[-1].parent if versions else None
 
 
-IDLE_SESSIONS = 4
 IDLE_AGE_S = 1.2  # the sandbox environment counts sessions idle over 1 s as stale
 EXHAUSTED_SHARE = 0.9  # of max_connections the leaking pool holds (pg-connections-exhausted)
-STALE_SLOT = "reporting_replica"  # a decommissioned replica's slot, never dropped
-STALE_SLOT_SEGMENTS = 4  # 16 MiB WAL segments it keeps: past the sandbox db's 32 MiB crit
 LOCKED_ROW = "UPDATE models SET version = version WHERE id = 1"  # blocking-lock: a row lock
 LOCK_WAIT_S = 1.2  # the sandbox db's postgres.lock_wait_s crit is 1 s
-HOLDER_APP, WAITER_APP = "ts-forecast-retrain", "ts-forecast-api"
-# dead-tuples: a flood of debug lines, purged: 6000 dead rows beside the seeded 2000 (75 %);
-# what the table holds, and so every dump of it, is as seeded.
-FLOODED_TABLE, FLOOD_ROWS = "system_logs", 6000
 
 
 class PostgresServer:
@@ -74,27 +77,7 @@ class PostgresServer:
 
     name: ClassVar[str] = "postgres"
     install_hint: ClassVar[str] = "apt-get install postgresql"
-    faults: ClassVar[dict[str, str]] = {
-        "db-down": "PostgreSQL is not started: its port refuses connections",
-        "idle-connections": f"the application leaves {IDLE_SESSIONS} sessions idle in PostgreSQL",
-        "stuck-run": "a run has been 'running' for 30 hours",
-        "wal-archive-off": "PostgreSQL runs with archive_mode=off (switched off for a "
-                           "maintenance window and never back on): no WAL reaches the archive",
-        "pg-trust-auth": f"pg_hba.conf gains a line that trusts {APP_ROLE} from 127.0.0.1 "
-                         "(added 'for a minute' while debugging), and is reloaded",
-        "pg-connections-exhausted": "the application's pool holds 90 % of max_connections, "
-                                    "each session idle in transaction (a missing commit)",
-        "replication-slot-stale": f"the slot {STALE_SLOT} of a decommissioned replica is "
-                                  f"left behind: inactive, it keeps {STALE_SLOT_SEGMENTS} "
-                                  "WAL segments written since",
-        "blocking-lock": f"a retraining job ({HOLDER_APP}) updated a row of models in a "
-                         "transaction whose next statement hangs; the API's update of that "
-                         f"row ({WAITER_APP}) waits for its lock",
-        "dead-tuples": f"a worker's debug logging flooded {FLOODED_TABLE} with "
-                       f"{FLOOD_ROWS} rows and the purge deleted them, with autovacuum "
-                       "switched off on that table (for a bulk load, never back on): 75 % "
-                       "of its rows are dead",
-    }
+    faults: ClassVar[dict[str, str]] = FAULTS_OF["postgres"]
 
     def __init__(self, spec: PostgresComponent, ctx: SandboxContext) -> None:
         self.spec = spec

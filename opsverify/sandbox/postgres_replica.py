@@ -16,6 +16,7 @@ import subprocess
 from typing import TYPE_CHECKING, ClassVar
 
 from opsverify.sandbox.base import SandboxContext
+from opsverify.sandbox.faults import FAULTS_OF
 from opsverify.sandbox.postgres import (
     MONITOR_ROLE,
     PRIMARY_TLS,
@@ -35,8 +36,8 @@ from opsverify.sandbox.process import (
 from opsverify.sandbox.spec import PostgresReplicaComponent
 from opsverify.sandbox.tls import TlsFiles
 
-# psycopg is imported by the functions that use it: every run imports the sandbox's
-# components (--sandbox-fault lists their faults), and most start none of them.
+# psycopg is imported by the functions that use it: a sandbox imports every
+# component (runtime.COMPONENTS), and many start only some of them.
 if TYPE_CHECKING:
     import psycopg
 
@@ -49,10 +50,7 @@ class PostgresReplicaServer:
 
     name: ClassVar[str] = "postgres_replica"
     install_hint: ClassVar[str] = "apt-get install postgresql"
-    faults: ClassVar[dict[str, str]] = {
-        "replica-broken": "the replica's replication password is stale (rotated on the "
-                          "primary): it still answers queries but no longer streams WAL",
-    }
+    faults: ClassVar[dict[str, str]] = FAULTS_OF["postgres_replica"]
 
     def __init__(self, spec: PostgresReplicaComponent, ctx: SandboxContext) -> None:
         self.spec = spec

@@ -23,12 +23,11 @@ import yaml
 
 from opsverify.sandbox import prometheus_history
 from opsverify.sandbox.base import SandboxContext
+from opsverify.sandbox.faults import DEAD_JOB, FAULT_ALERT, FAULTS_OF
 from opsverify.sandbox.process import free_port, port_open, spawn, stop, wait_until
 from opsverify.sandbox.spec import PrometheusComponent
 
 APP_JOB = "ts-forecast-api"
-DEAD_JOB = "ts-forecast-worker"
-FAULT_ALERT = "InjectedFault"
 WATCHDOG = "Watchdog"
 SETTLE_S = 30  # first scrape is due ~5 s after start; a loaded machine gets slack
 RETENTION = "40d"  # keeps the seeded 30 days, and a 30d SLO window's worth after them
@@ -37,15 +36,7 @@ RETENTION = "40d"  # keeps the seeded 30 days, and a 30d SLO window's worth afte
 class PrometheusServer:
     name: ClassVar[str] = "prometheus"
     install_hint: ClassVar[str] = "apt-get install prometheus"
-    faults: ClassVar[dict[str, str]] = {
-        "prometheus-down": "Prometheus is not started: its port refuses connections",
-        "prometheus-not-ready": "Prometheus hangs replaying its write-ahead log: "
-                                "/-/ready answers 503",
-        "alert-firing": f"an alert rule ({FAULT_ALERT}) fires in Prometheus",
-        "scrape-target-unreachable": f"Prometheus scrapes a job ({DEAD_JOB}) whose port is closed",
-        "slo-burning": "the demo service's seeded request history turns 3 % 5xx in its last "
-                       "hour: the SLO's budget burns 30 times too fast",
-    }
+    faults: ClassVar[dict[str, str]] = FAULTS_OF["prometheus"]
 
     def __init__(self, spec: PrometheusComponent, ctx: SandboxContext) -> None:
         self.spec = spec

@@ -8,17 +8,15 @@ import time
 from typing import TYPE_CHECKING, ClassVar
 
 from opsverify.sandbox.base import SandboxContext
+from opsverify.sandbox.faults import FAULTS_OF, FULL_PCT, IDLE_CLIENTS, MAXMEMORY_MB
 from opsverify.sandbox.process import free_port, port_open, spawn, stop, wait_until
 from opsverify.sandbox.spec import RedisComponent
 
-# redis is imported by the functions that use it: every run imports the sandbox's
-# components (--sandbox-fault lists their faults), and most start none of them.
+# redis is imported by the functions that use it: a sandbox imports every
+# component (runtime.COMPONENTS), and many start only some of them.
 if TYPE_CHECKING:
     import redis
 
-MAXMEMORY_MB = 32  # a cache with a limit: checks/capacity/test_redis.py judges it
-FULL_PCT = 95.0  # redis-memory-full: past the check's crit (90), short of refused writes
-IDLE_CLIENTS = 4  # redis-idle-clients: past the sandbox's crit (2), as postgres's leak
 # CLIENT LIST counts idle time in whole seconds; the sandbox counts over 1 s as idle.
 IDLE_WAIT_S = 2.2
 
@@ -29,18 +27,7 @@ class RedisServer:
 
     name: ClassVar[str] = "redis"
     install_hint: ClassVar[str] = "apt-get install redis-server"
-    faults: ClassVar[dict[str, str]] = {
-        "redis-down": "Redis is not started: its port refuses connections",
-        "redis-bgsave-failed": "Redis's data directory disappears under it (a lost volume): "
-                               "BGSAVE fails, and Redis refuses writes",
-        "redis-no-auth": "Redis runs without a password (requirepass dropped from its "
-                         "configuration): anyone who reaches the port is the default user",
-        "redis-memory-full": f"Redis's cache fills {FULL_PCT:g} % of its maxmemory "
-                             f"({MAXMEMORY_MB} MiB, noeviction): a little more and it "
-                             "refuses writes",
-        "redis-idle-clients": f"the application's pool leaves {IDLE_CLIENTS} connections "
-                              "open and idle in Redis",
-    }
+    faults: ClassVar[dict[str, str]] = FAULTS_OF["redis"]
 
     def __init__(self, spec: RedisComponent, ctx: SandboxContext) -> None:
         self.spec = spec

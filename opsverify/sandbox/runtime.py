@@ -6,7 +6,9 @@ them before anything starts; then the servers start in parallel, faults are inje
 each component exports (``${SANDBOX_POSTGRES_DSN}``, ``${SANDBOX_REDIS_URL}``, ...).
 
 A new component: one module with a class following :class:`~opsverify.sandbox.base.Component`,
-one field in :class:`~opsverify.sandbox.spec.SandboxSpec`, one line in :data:`COMPONENTS`.
+one field in :class:`~opsverify.sandbox.spec.SandboxSpec`, one line in :data:`COMPONENTS`
+and its faults in :data:`~opsverify.sandbox.faults.FAULTS_OF`, in the same order: what
+``--sandbox-fault`` offers is read from there, without importing any component.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from opsverify.sandbox.backups import BackupSeeder
 from opsverify.sandbox.base import Component, SandboxContext
 from opsverify.sandbox.clickhouse import ClickHouseServer
 from opsverify.sandbox.docker import DockerEngine
+from opsverify.sandbox.faults import FAULTS
 from opsverify.sandbox.history import HistorySeeder
 from opsverify.sandbox.kubernetes import KubernetesCluster
 from opsverify.sandbox.logs import AppLogs
@@ -57,9 +60,6 @@ COMPONENTS: dict[str, Callable[[Any, SandboxContext], Component]] = {
     "backups": BackupSeeder,  # dumps PostgreSQL, uploads to moto: after both
     "logs": AppLogs,  # files: the application's daily logs
     "history": HistorySeeder,  # a file: trends have readings to fit
-}
-FAULTS: dict[str, str] = {
-    name: what for cls in COMPONENTS.values() for name, what in cls.faults.items()  # type: ignore[attr-defined]
 }
 PASSWORD_VAR = "OPSVERIFY_SANDBOX_PASSWORD"  # noqa: S105 - the variable's name, not a value
 DIR_VAR = "OPSVERIFY_SANDBOX_DIR"

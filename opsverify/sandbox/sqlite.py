@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from opsverify.sandbox.base import SandboxContext
+from opsverify.sandbox.faults import FAULTS_OF
 from opsverify.sandbox.spec import SqliteComponent
 
 INTERIOR_PAGES = (0x02, 0x05)  # b-tree page types: index, table
@@ -18,9 +19,7 @@ TORN_CELLS = 8
 class SqliteFile:
     name: ClassVar[str] = "sqlite"
     install_hint: ClassVar[str] = "Python's sqlite3 module"
-    faults: ClassVar[dict[str, str]] = {
-        "sqlite-corrupt": "erpfts.db has a torn b-tree page (in the chunks_document index)",
-    }
+    faults: ClassVar[dict[str, str]] = FAULTS_OF["sqlite"]
 
     def __init__(self, spec: SqliteComponent, ctx: SandboxContext) -> None:
         self.spec = spec

@@ -24,10 +24,11 @@ from pathlib import Path
 from typing import ClassVar
 
 from opsverify.sandbox.base import SandboxContext
+from opsverify.sandbox.faults import FAULTS_OF
+from opsverify.sandbox.faults import SSHD_WORKER as WORKER
 from opsverify.sandbox.process import free_port, port_open, spawn, stop, wait_until
 from opsverify.sandbox.spec import SshdComponent
 
-WORKER = "forecast-worker"  # what ps shows as the worker's comm (at most 15 characters)
 # sshd's compiled-in privilege separation directory; Debian's ssh.service creates it at boot.
 PRIVSEP_DIR = Path("/run/sshd")
 
@@ -35,12 +36,7 @@ PRIVSEP_DIR = Path("/run/sshd")
 class SshServer:
     name: ClassVar[str] = "sshd"
     install_hint: ClassVar[str] = "apt-get install openssh-server openssh-client"
-    faults: ClassVar[dict[str, str]] = {
-        "service-stopped": f"the host's {WORKER} service is stopped (its process killed)",
-        "ssh-hostkey-changed": "known_hosts holds another key than the server's: the ssh "
-                               "host target must refuse to connect",
-        "ssh-root-login": "sshd is reloaded with PermitRootLogin yes",
-    }
+    faults: ClassVar[dict[str, str]] = FAULTS_OF["sshd"]
 
     def __init__(self, spec: SshdComponent, ctx: SandboxContext) -> None:
         self.spec = spec

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-# cryptography is imported by the functions that use it: every run imports the sandbox's
-# components (--sandbox-fault lists their faults), and most start none of them.
+# cryptography is imported by the functions that use it: a sandbox imports every
+# component (runtime.COMPONENTS), and many start only some of them.
 if TYPE_CHECKING:
     from cryptography import x509
     from cryptography.hazmat.primitives.asymmetric import ec, rsa
