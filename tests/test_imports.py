@@ -93,10 +93,6 @@ def test_a_run_of_http_targets_imports_no_other_type(project: Project, http_port
     assert not libraries + types
 
 
-# Strict: once fixed, the marker must go.
-@pytest.mark.xfail(strict=True, reason="fixtures/environment.py imports "
-                   "opsverify.sandbox.runtime at module level (for RunContext's annotation "
-                   "only): it belongs under TYPE_CHECKING")
 def test_a_run_without_a_sandbox_imports_none_of_its_components(
         project: Project, http_port: int) -> None:
     modules = run_http_only(project, http_port)

@@ -153,6 +153,16 @@ def test_a_check_that_records_no_evidence_fails(project: Any) -> None:
                                 "something (use the evidence fixture)")
 
 
+def test_a_check_module_that_does_not_import_is_one_collection_error(project: Any) -> None:
+    """-rA lists every report, the collection error's too: it has no user properties."""
+    project.write("environments/plain.yaml", ONLY_HTTP)
+    project.write("checks/health/test_broken.py", "import no_such_module_here\n")
+    result = project.run("--env", "plain", "-rA", "checks/health/test_broken.py")
+    assert result.returncode == 2, result.output
+    assert "No module named 'no_such_module_here'" in result.output
+    assert "INTERNALERROR" not in result.output and "AttributeError" not in result.output
+
+
 ONLY_HTTP = """
 description: no Redis here
 targets:
