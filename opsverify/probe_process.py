@@ -30,7 +30,7 @@ import struct
 import threading
 from typing import IO, Any
 
-from opsverify.probes import Probe, ProbePool
+from opsverify.probes import GROW_AFTER_S, Probe, ProbePool
 
 _FRAME = struct.Struct("!I")
 _TAKE_BACK = b"\0"  # a result that cannot cross: the parent runs the probe itself
@@ -123,7 +123,14 @@ def _child(pool: ProbePool, probes: list[Probe[Any]], write_end: int) -> None:
         pool.release()
         index = {id(probe): i for i, probe in enumerate(probes)}
         for _ in probes:
-            probe = done.get()
+            while True:
+                try:
+                    probe = done.get(timeout=GROW_AFTER_S)
+                    break
+                except queue.Empty:
+                    # Nobody here reads results, so nobody else tells the pool its threads
+                    # wait on hung targets while probes queue.
+                    pool.nudge()
             _send(out, index[id(probe)], probe)
             if done.empty():
                 out.flush()

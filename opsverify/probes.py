@@ -359,9 +359,13 @@ class ProbePool:
         started = min((p._started for p in self._running), default=None)
         return started is not None and time.monotonic() - started >= GROW_AFTER_S
 
+    def nudge(self) -> None:
+        """Someone waits for probes (a reader, or a probe process's sender): a thread more
+        if the ones there are wait on slow targets while probes queue. Said every
+        GROW_AFTER_S of waiting."""
+        self._nudged()
+
     def _nudged(self) -> None:
-        """A reader waits for a probe: a thread more if the ones there are wait on slow
-        targets while probes queue."""
         with self._lock:
             if self._runnable:
                 self._grow()

@@ -160,7 +160,8 @@ def test_a_check_module_that_does_not_import_is_one_collection_error(project: An
     result = project.run("--env", "plain", "-rA", "checks/health/test_broken.py")
     assert result.returncode == 2, result.output
     assert "No module named 'no_such_module_here'" in result.output
-    assert "INTERNALERROR" not in result.output and "AttributeError" not in result.output
+    assert "INTERNALERROR" not in result.output
+    assert "AttributeError" not in result.output
 
 
 ONLY_HTTP = """

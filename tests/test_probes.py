@@ -7,6 +7,7 @@ that records what it was asked and how many requests it held at once.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections import Counter
@@ -309,6 +310,12 @@ def test_ten_hung_targets_cost_one_deadline(project: Any, hung_server: Any) -> N
     assert len(hung_server.accepted) == 10
     # Serially this is 10 deadlines (30 without the gates); concurrently about one.
     assert result.duration_s < 10, result.duration_s
+    # Every gate started at once: none queued behind another's deadline (the probe process
+    # grows its threads while they wait, as the parent's readers make it do here).
+    queued = [float(m.group(1)) for c in checks.values() for line in c["probes"]
+              if (m := re.search(r"reachable: .* \(queued ([\d.]+) ms\)", line))]
+    assert len(queued) == 30, queued
+    assert max(queued) < 500, queued
 
 
 def test_under_xdist_each_worker_prefetches_only_its_own_items(
