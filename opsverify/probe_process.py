@@ -28,12 +28,16 @@ import queue
 import signal
 import struct
 import threading
+import time
 from typing import IO, Any
 
-from opsverify.probes import GROW_AFTER_S, Probe, ProbePool
+from opsverify.probes import Probe, ProbePool
 
 _FRAME = struct.Struct("!I")
 _TAKE_BACK = b"\0"  # a result that cannot cross: the parent runs the probe itself
+# Results go back in batches, at most this long after they are ready: one wake-up of the
+# parent's reader (and one hand-over of its interpreter lock) per batch, not per probe.
+FLUSH_EVERY_S = 0.005
 
 
 def start(pool: ProbePool, probes: list[Probe[Any]]) -> ProbeProcess | None:
@@ -122,18 +126,22 @@ def _child(pool: ProbePool, probes: list[Probe[Any]], write_end: int) -> None:
         pool.keep_only(probes)
         pool.release()
         index = {id(probe): i for i, probe in enumerate(probes)}
+        flushed = time.monotonic()
         for _ in probes:
             while True:
                 try:
-                    probe = done.get(timeout=GROW_AFTER_S)
+                    probe = done.get(timeout=FLUSH_EVERY_S)
                     break
                 except queue.Empty:
+                    out.flush()
+                    flushed = time.monotonic()
                     # Nobody here reads results, so nobody else tells the pool its threads
                     # wait on hung targets while probes queue.
                     pool.nudge()
             _send(out, index[id(probe)], probe)
-            if done.empty():
+            if time.monotonic() - flushed >= FLUSH_EVERY_S:
                 out.flush()
+                flushed = time.monotonic()
         out.flush()
     finally:
         os._exit(0)
