@@ -304,7 +304,7 @@ class ProbePool:
     def _new(self, target: str, key: Hashable, fn: Callable[[], Any], name: str,
              priority: int, retry: Retry | None) -> Probe[Any]:
         probe: Probe[Any] = Probe(target, key, name or str(key), fn, priority, retry)
-        probe._waiting = self._nudged
+        probe._waiting = self.nudge
         self._probes[(target, key)] = probe
         self._unfinished += 1
         return probe
@@ -361,11 +361,8 @@ class ProbePool:
 
     def nudge(self) -> None:
         """Someone waits for probes (a reader, or a probe process's sender): a thread more
-        if the ones there are wait on slow targets while probes queue. Said every
-        GROW_AFTER_S of waiting."""
-        self._nudged()
-
-    def _nudged(self) -> None:
+        if the ones there are wait on slow targets while probes queue. Said every few
+        milliseconds of waiting."""
         with self._lock:
             if self._runnable:
                 self._grow()

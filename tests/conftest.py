@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -189,6 +189,15 @@ def send_json(handler: BaseHTTPRequestHandler, body: bytes, status: int = 200,
         handler.send_header(name, value)
     handler.end_headers()
     handler.wfile.write(body)
+
+
+def serve_http(handler: type[BaseHTTPRequestHandler]) -> ThreadingHTTPServer:
+    """A test HTTP server on 127.0.0.1 and a free port, answering from daemon threads
+    (``server.server_address[1]`` is its port; ``shutdown()`` and ``server_close()`` end it)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
 
 
 class HungServer:
