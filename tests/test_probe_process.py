@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, outcomes, send_json, serve_http
+from tests.conftest import ROOT, outcomes, processes_matching, send_json, serve_http
 
 PRELUDE = """
 import json, os, signal, threading, time
@@ -175,3 +175,23 @@ def test_a_run_judges_the_same_with_or_without_the_process(
                                 "test_health[bad:/500]": "FAIL",
                                 "test_health[down:/200]": "ERROR"}, result.output
     assert "down (http://127.0.0.1:1): " in checks["test_health[down:/200]"]["message"]
+
+
+def test_a_run_stopped_early_leaves_no_probe_process(project: Any, status_server: StatusServer,
+                                                     hung_server: Any) -> None:
+    """-x stops at the first failure while the child still waits on a hung target (30 s
+    deadline): the run ends at once and takes its probe process with it."""
+    project.copy_check("checks/health/test_http.py")
+    lines = ["settings: {timeout_s: 30}", "targets:",
+             "  bad:", "    type: http", f"    url: http://127.0.0.1:{status_server.port}",
+             "    health: {path: /500}",
+             "  wedged:", "    type: http", f"    url: http://127.0.0.1:{hung_server.port}",
+             "    health: {path: /h}"]
+    # The reports directory names the project on both processes' command lines.
+    result, checks = project.run_checks("stop", "\n".join(lines) + "\n", "-x", "-m", "daily",
+                                        "-k", "test_health", f"--reports-dir={project.reports}")
+    assert result.returncode == 1, result.output
+    assert outcomes(checks) == {"test_health[bad:/500]": "FAIL"}, result.output
+    assert result.duration_s < 20, result.duration_s
+    assert hung_server.accepted  # the child had reached the hung target
+    assert processes_matching(str(project.path)) == []
