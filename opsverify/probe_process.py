@@ -5,9 +5,10 @@ Probes of fast targets are mostly CPU (a loopback GET is parsing, not waiting), 
 interpreter the pool's threads and the checks took turns: a 1,000-target run spent about
 1 s handing the interpreter lock back and forth. Forked once the run's probes are queued
 (and before any pool thread starts), the child holds the same pool, clients and probe
-functions; it runs the probes it was handed under the same two limits and writes each
-result back through a pipe as it finishes. The parent's pool finishes the probe when its
-result arrives: checks wait on it as on any other probe.
+functions; it runs the probes it was handed under the same two limits and writes their
+results back through a pipe as they finish, in batches of at most FLUSH_EVERY_S. The
+parent's pool finishes each probe when its result arrives: checks wait on it as on any
+other probe.
 
 Nothing is lost if a result cannot come back: a value or an exception that does not pickle,
 or a child that dies, hands the probe back to the parent's own threads (one more read of a
@@ -33,7 +34,7 @@ from typing import IO, Any
 
 from opsverify.probes import Probe, ProbePool
 
-_FRAME = struct.Struct("!I")
+_HEADER = struct.Struct("!II")  # a result's frame: the probe's index, the payload's length
 _TAKE_BACK = b"\0"  # a result that cannot cross: the parent runs the probe itself
 # Results go back in batches, at most this long after they are ready: one wake-up of the
 # parent's reader (and one hand-over of its interpreter lock) per batch, not per probe.
@@ -85,11 +86,11 @@ class ProbeProcess:
     def _read(self) -> None:
         try:
             while True:
-                header = self._results.read(_FRAME.size)
-                if len(header) < _FRAME.size:
+                header = self._results.read(_HEADER.size)
+                if len(header) < _HEADER.size:
                     break
-                frame = self._results.read(_FRAME.unpack(header)[0])
-                self._receive(frame)
+                index, length = _HEADER.unpack(header)
+                self._receive(self.probes[index], self._results.read(length))
         finally:
             self._results.close()
             # Whatever did not come back runs here (none, when the child finished).
@@ -98,15 +99,13 @@ class ProbeProcess:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(self.pid, 0)
 
-    def _receive(self, frame: bytes) -> None:
-        index = int.from_bytes(frame[:4], "big")
-        probe = self.probes[index]
-        if frame[4:] == _TAKE_BACK:
+    def _receive(self, probe: Probe[Any], payload: bytes) -> None:
+        if payload == _TAKE_BACK:
             self.pool.take_back(probe)
             return
         try:
             # Our own child's frames, through a pipe no one else holds.
-            value, error, timing = pickle.loads(frame[4:])  # noqa: S301
+            value, error, timing = pickle.loads(payload)  # noqa: S301
         except Exception:  # noqa: BLE001 - a result that does not unpickle is read again here
             self.pool.take_back(probe)
             return
@@ -153,5 +152,4 @@ def _send(out: IO[bytes], index: int, probe: Probe[Any]) -> None:
                                pickle.HIGHEST_PROTOCOL)
     except Exception:  # noqa: BLE001 - unpicklable (a live connection in it): sent back
         payload = _TAKE_BACK
-    frame = index.to_bytes(4, "big") + payload
-    out.write(_FRAME.pack(len(frame)) + frame)
+    out.write(_HEADER.pack(index, len(payload)) + payload)
