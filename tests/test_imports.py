@@ -2,7 +2,8 @@
 other types' schemas, clients and client libraries are never loaded, only their names are
 known (opsverify/targets/__init__.py). Likewise the sandbox: a run whose environment has no
 ``sandbox:`` section knows its faults' names (opsverify/sandbox/faults.py), for
-``--sandbox-fault``, and imports none of its components."""
+``--sandbox-fault``, and imports none of its components. And the garbage collector: off
+while start-up and collection build what lives all run, on again while the checks run."""
 
 from __future__ import annotations
 
@@ -46,6 +47,27 @@ def pytest_sessionfinish(session):
     Path("imported.json").write_text(json.dumps(sorted(sys.modules)))
 '''
 
+# What the collector does when: collection finished, and a check runs.
+GC_RECORDER = '''
+import gc
+import json
+from pathlib import Path
+
+SEEN = {}
+
+
+def pytest_collection_finish(session):
+    SEEN["collected"] = gc.isenabled()
+
+
+def pytest_runtest_call(item):
+    SEEN.setdefault("check", [gc.isenabled(), gc.get_freeze_count() > 0])
+
+
+def pytest_sessionfinish(session):
+    Path("gc.json").write_text(json.dumps(SEEN))
+'''
+
 
 class Healthy(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
@@ -68,7 +90,7 @@ def imported_by(module: str, modules: list[str]) -> bool:
     return any(m == module or m.startswith(f"{module}.") for m in modules)
 
 
-def run_http_only(project: Project, http_port: int) -> list[str]:
+def run_http_only(project: Project, http_port: int, *args: str) -> list[str]:
     """The daily checks against one http target (no ``sandbox:`` section): what the run
     imported."""
     project.copy_checks()
@@ -78,7 +100,7 @@ def run_http_only(project: Project, http_port: int) -> list[str]:
                                           {"status": "healthy"}}}}}
     project.write("environments/web.yaml", yaml.safe_dump(env))
     result = project.run("-m", "daily", "--env", "web", "-p", "no:xdist",
-                         "-p", "imports_recorder")
+                         "-p", "imports_recorder", *args)
     assert result.returncode == 0, result.output
     assert project.checks("web")["test_health[web:/health]"]["outcome"] == "PASS"
     modules: list[str] = json.loads((project.path / "imported.json").read_text())
@@ -99,6 +121,15 @@ def test_a_run_without_a_sandbox_imports_none_of_its_components(
     assert "opsverify.sandbox.faults" in modules  # --sandbox-fault's choices were read
     assert "opsverify.sandbox.runtime" in SANDBOX_MODULES
     assert [m for m in SANDBOX_MODULES if m in modules] == []
+
+
+def test_the_collector_is_off_until_the_checks_run(project: Project, http_port: int) -> None:
+    """Fails if it stays off (a long run's cyclic garbage would never be freed) or is never
+    turned off (start-up pays for collections that find nothing to free)."""
+    project.write("gc_recorder.py", GC_RECORDER)
+    run_http_only(project, http_port, "-p", "gc_recorder")
+    seen = json.loads((project.path / "gc.json").read_text())
+    assert seen == {"collected": False, "check": [True, True]}
 
 
 def test_the_fault_table_is_the_components_own() -> None:
