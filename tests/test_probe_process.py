@@ -9,6 +9,7 @@ thread, and a test under xdist has execnet's.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -18,6 +19,14 @@ from typing import Any
 
 import pytest
 
+from opsverify.sandbox import clickhouse
+from opsverify.sandbox.runtime import Sandbox
+from opsverify.sandbox.spec import (
+    AppComponent,
+    ClickHouseComponent,
+    PrometheusComponent,
+    SandboxSpec,
+)
 from tests.conftest import ROOT, outcomes, processes_matching, send_json, serve_http
 
 PRELUDE = """
@@ -195,3 +204,67 @@ def test_a_run_stopped_early_leaves_no_probe_process(project: Any, status_server
     assert result.duration_s < 20, result.duration_s
     assert hung_server.accepted  # the child had reached the hung target
     assert processes_matching(str(project.path)) == []
+
+
+# Run as a plugin of the run under test: the targets whose probes went to the child.
+HANDED_OFF = '''
+import json
+from pathlib import Path
+
+from fixtures.probes import POOL
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    run = config.stash.get(POOL, None)
+    process = run.process if run is not None else None
+    targets = sorted({p.target for p in process.probes}) if process is not None else []
+    Path("handed_off.json").write_text(json.dumps(targets))
+'''
+
+
+@pytest.fixture(scope="module")
+def prometheus_and_clickhouse() -> Iterator[dict[str, str]]:
+    """Real Prometheus (scraping the demo service) and ClickHouse, started in this process:
+    the run under test has no ``sandbox:`` section, so no thread of its own, and forks."""
+    if shutil.which("prometheus") is None or clickhouse.binary() is None:
+        pytest.skip("prometheus or clickhouse-server not found "
+                    "(apt-get install prometheus clickhouse-server)")
+    box = Sandbox.plan(SandboxSpec(app=AppComponent(), prometheus=PrometheusComponent(),
+                                   clickhouse=ClickHouseComponent()), frozenset())
+    try:
+        box.start()
+        yield box.variables()
+    finally:
+        box.stop()
+
+
+def test_prometheus_and_clickhouse_probes_run_in_the_child_and_judge_the_same(
+        project: Any, prometheus_and_clickhouse: dict[str, str]) -> None:
+    """Their probes go to the probe process (``forks=True``); what comes back (answers, a
+    refused password's ERROR, a version too old for ``system.disks``) judges as on threads."""
+    found = prometheus_and_clickhouse
+    for check in ("checks/health/test_prometheus.py", "checks/health/test_clickhouse.py",
+                  "checks/capacity/test_clickhouse.py"):
+        project.copy_check(check)
+    project.write("handed_off.py", HANDED_OFF)
+    password = found["SANDBOX_CLICKHOUSE_PASSWORD"]
+    judged = {}
+    for setting in ("true", "false"):
+        env = (f"settings: {{probe_process: {setting}, timeout_s: 5}}\ntargets:\n"
+               f"  prom:\n    type: prometheus\n    url: {found['SANDBOX_PROMETHEUS_URL']}\n"
+               "    allowed_alerts: [Watchdog]\n"
+               f"  ch:\n    type: clickhouse\n    url: {found['SANDBOX_CLICKHOUSE_URL']}\n"
+               f"    user: opsverify\n    password: {password}\n"
+               f"  ch-locked:\n    type: clickhouse\n    url: {found['SANDBOX_CLICKHOUSE_URL']}\n"
+               "    user: opsverify\n    password: not-the-password\n")
+        result, checks = project.run_checks(f"fork-{setting}", env, "-m", "daily",
+                                            "-p", "handed_off")
+        judged[setting] = outcomes(checks)
+        handed = json.loads((project.path / "handed_off.json").read_text())
+        assert handed == (["ch", "ch-locked", "prom"] if setting == "true" else []), handed
+        assert password not in result.output
+    assert judged["true"] == judged["false"]
+    assert judged["true"]["test_ready[prom]"] == "PASS"
+    assert judged["true"]["test_ping[ch]"] == "PASS"
+    assert judged["true"]["test_ping[ch-locked]"] == "ERROR"
+    assert judged["true"]["test_disk_usage[ch]"] == "SKIP"  # Debian's 18.16
