@@ -27,9 +27,11 @@ from opsverify.targets.http_session import (
     PostOnlySession,
     ReadOnlySession,
     anonymous_session,
+    environment_proxies,
     get_within,
     pinned,
     reason,
+    tls_verify,
 )
 from opsverify.targets.http_wire import Fetched
 
@@ -234,16 +236,30 @@ class HttpClient:
         self.name = name
         self.spec = spec
         self.timeout_s = timeout_s
-        self.session = pinned(ReadOnlySession(), spec.url, spec.verify_tls)
+        # The session is made on first use (a run builds every client before its probes
+        # start: 60 ms of a 1,000-target run's were sessions); in the probe process that is
+        # the first GET.
+        self._session: ReadOnlySession | None = None
+        self._session_lock = threading.Lock()
         self._lock = threading.Lock()
         self._anonymous: requests.Session | None = None
         # The target's own GETs go on the wire unless a proxy carries them (requests does).
-        verify: bool | str = self.session.verify  # type: ignore[assignment]
-        self._wire = None if requests.utils.select_proxy(spec.url, self.session.proxies) \
-            else http_wire.Wire(spec.url, verify)
-        netrc = self.session.auth if isinstance(self.session.auth, tuple) else None
-        credentials = netrc or http_wire.url_credentials(spec.url)
-        self._authorization = http_wire.basic_auth(*credentials) if credentials else None
+        proxied = requests.utils.select_proxy(spec.url, environment_proxies(spec.url))
+        self._wire = None if proxied else http_wire.Wire(spec.url, tls_verify(spec.verify_tls))
+        self._authorization: str | None = None
+
+    @property
+    def session(self) -> ReadOnlySession:
+        """The read-only requests session: proxies, ``~/.netrc``, headers and cookies."""
+        with self._session_lock:
+            if self._session is None:
+                session = pinned(ReadOnlySession(), self.spec.url, self.spec.verify_tls)
+                netrc = session.auth if isinstance(session.auth, tuple) else None
+                credentials = netrc or http_wire.url_credentials(self.spec.url)
+                self._authorization = http_wire.basic_auth(*credentials) if credentials \
+                    else None
+                self._session = session
+            return self._session
 
     def url_for(self, path: str) -> str:
         """``path`` under the target's URL (``https://host/api`` + ``/health``)."""
@@ -321,7 +337,8 @@ class HttpClient:
                   headers: Mapping[str, str] | None) -> Fetched:
         """A GET as requests would send it (the session's headers, then the call's, then
         the credentials), on the wire."""
-        sent = requests.structures.CaseInsensitiveDict(self.session.headers)
+        session = self.session  # made first: it reads the credentials
+        sent = requests.structures.CaseInsensitiveDict(session.headers)
         sent.update(headers or {})
         sent["Accept-Encoding"] = http_wire.ACCEPT_ENCODING
         if self._authorization:
@@ -331,7 +348,7 @@ class HttpClient:
             (parts.path or "/") + (f"?{parts.query}" if parts.query else ""))
         try:
             return wire.get(target, cast(Mapping[str, str], sent), timeout_s=self.timeout_s,
-                            cookies=self.session.cookies, url=url)
+                            cookies=session.cookies, url=url)
         except Exception as exc:
             said = http_wire.cause(exc, self.timeout_s, self.spec.verify_tls, reason)
             if said is None:
@@ -362,7 +379,8 @@ class HttpClient:
         return self.get(self.reach_path())
 
     def close(self) -> None:
-        self.session.close()
+        if self._session is not None:
+            self._session.close()
         if self._wire is not None:
             self._wire.close()
         if self._anonymous is not None:

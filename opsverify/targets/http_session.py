@@ -78,16 +78,21 @@ def pinned(session: S, url: str, verify_tls: bool | str) -> S:
     pytest sets ``PYTEST_CURRENT_TEST`` on its own: reading ``os.environ`` there raced it
     (a KeyError out of ``getproxies``), and cost a scan of the environment per request."""
     session.trust_env = False
-    session.proxies.update(_environment_proxies(url))
+    session.proxies.update(environment_proxies(url))
     netrc = requests.utils.get_netrc_auth(url)
     if netrc:
         session.auth = netrc
-    if verify_tls is True:
-        verify_tls = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get(
-            "CURL_CA_BUNDLE") or True
-    session.verify = verify_tls
+    session.verify = tls_verify(verify_tls)
     session.headers["User-Agent"] = USER_AGENT
     return session
+
+
+def tls_verify(verify_tls: bool | str) -> bool | str:
+    """What requests verifies a server's certificate against: ``verify_tls: true`` is
+    ``REQUESTS_CA_BUNDLE`` or ``CURL_CA_BUNDLE`` when set, else its own bundle."""
+    if verify_tls is True:
+        return os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+    return verify_tls
 
 
 # The variables requests takes a proxy of an http:// or https:// URL from (and their
@@ -95,7 +100,7 @@ def pinned(session: S, url: str, verify_tls: bool | str) -> S:
 _PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy")
 
 
-def _environment_proxies(url: str) -> dict[str, str]:
+def environment_proxies(url: str) -> dict[str, str]:
     """``requests.utils.get_environ_proxies(url)``, which scans the whole environment
     twice (0.6 ms a client, 0.6 s of a 1,000-target run's start), only when some proxy
     variable is set at all."""
