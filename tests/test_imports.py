@@ -26,7 +26,7 @@ LIBRARIES = ("psycopg", "redis", "boto3", "botocore", "docker", "kubernetes", "p
              "cryptography", "testinfra.backend.local", "testinfra.backend.docker")
 # The engine module of every other type, and the parts of them that hold its client.
 TYPES = ("postgres", "redis", "host", "clickhouse", "sqlite", "prometheus", "docker",
-         "kubernetes", "s3", "aws", "backup", "host_model", "postgres_model",
+         "kubernetes", "s3", "aws", "aws_api", "backup", "host_model", "postgres_model",
          "kubernetes_access")
 # What a run without a sandbox may import of opsverify/sandbox: the fault table, and the
 # section's schema (part of the environment file's). Not the runtime, nor any component

@@ -27,7 +27,7 @@ from opsverify.sandbox.moto import (
     MotoServer,
 )
 from opsverify.sandbox.spec import MotoComponent
-from opsverify.targets.aws import READ_PREFIXES
+from opsverify.targets.aws_api import READ_PREFIXES
 from tests.conftest import running, sandbox_subset
 
 SECRET = "moto-aws-security-7e3b2f"
@@ -70,10 +70,10 @@ RECORDER = '''
 import os
 import threading
 
-from opsverify.targets import aws
+from opsverify.targets import aws_api
 
 _lock = threading.Lock()
-_made = aws.AwsApi.client
+_made = aws_api.AwsApi.client
 
 
 def _record(model, **_):
@@ -87,7 +87,7 @@ def _client(self, service):
     return made
 
 
-aws.AwsApi.client = _client
+aws_api.AwsApi.client = _client
 '''
 
 

@@ -26,7 +26,7 @@ from opsverify.backup.locations import (
     _last_line,
     _utc,
 )
-from opsverify.targets.aws import AwsApi
+from opsverify.targets.aws_api import AwsApi
 from opsverify.targets.backup import BackupFile, BackupTarget
 from opsverify.targets.s3 import S3Target
 

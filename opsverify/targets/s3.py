@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from opsverify.targets.aws import AwsApi, AwsTargetSpec
+from opsverify.targets.aws_api import AwsApi, AwsTargetSpec
 from opsverify.targets.base import Deadline, Section
 
 # Answers about the bucket itself, which are findings (FAIL), not "could not evaluate".
