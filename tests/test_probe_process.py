@@ -268,3 +268,31 @@ def test_prometheus_and_clickhouse_probes_run_in_the_child_and_judge_the_same(
     assert judged["true"]["test_ping[ch]"] == "PASS"
     assert judged["true"]["test_ping[ch-locked]"] == "ERROR"
     assert judged["true"]["test_disk_usage[ch]"] == "SKIP"  # Debian's 18.16
+
+
+def test_redis_probes_run_in_the_child_and_judge_the_same(project: Any,
+                                                         start_redis: Any) -> None:
+    """redis-py makes its connection pool again in the child; a refused password is the
+    gate's ERROR there, crossing the pipe, as on threads."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server not found (apt-get install redis-server)")
+    password = "fork-redis-s3cr3t-4b1d"  # a test value that must never be shown
+    port = start_redis(f"requirepass {password}", "appendonly no")
+    project.copy_check("checks/health/test_redis.py")
+    project.write("handed_off.py", HANDED_OFF)
+    judged = {}
+    for setting in ("true", "false"):
+        env = (f"settings: {{probe_process: {setting}, timeout_s: 5}}\ntargets:\n"
+               f"  cache:\n    type: redis\n    url: redis://:{password}@127.0.0.1:{port}/0\n"
+               "    role: master\n"
+               f"  locked:\n    type: redis\n    url: redis://:wrong@127.0.0.1:{port}/0\n")
+        result, checks = project.run_checks(f"redis-{setting}", env, "-m", "daily",
+                                            "-p", "handed_off")
+        judged[setting] = outcomes(checks)
+        handed = json.loads((project.path / "handed_off.json").read_text())
+        assert handed == (["cache", "locked"] if setting == "true" else []), handed
+        assert password not in result.output
+    assert judged["true"] == judged["false"]
+    assert judged["true"]["test_ping[cache]"] == "PASS"
+    assert judged["true"]["test_role[cache:master]"] == "PASS"
+    assert judged["true"]["test_ping[locked]"] == "ERROR"
