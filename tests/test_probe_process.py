@@ -222,6 +222,26 @@ def pytest_terminal_summary(terminalreporter, config):
 '''
 
 
+def judged_with_and_without_the_process(project: Any, name: str, targets: str,
+                                        secret: str) -> tuple[dict[str, str], list[str]]:
+    """Run the project's daily checks against ``targets`` (the ``targets:`` section's
+    lines) with ``probe_process`` true, then false: the run's outcomes and the targets whose
+    probes went to the child. The second run forks nothing, both judge the same, and
+    ``secret`` is in neither's output."""
+    project.write("handed_off.py", HANDED_OFF)
+    judged, handed = {}, {}
+    for setting in ("true", "false"):
+        env = f"settings: {{probe_process: {setting}, timeout_s: 5}}\ntargets:\n{targets}"
+        result, checks = project.run_checks(f"{name}-{setting}", env, "-m", "daily",
+                                            "-p", "handed_off")
+        judged[setting] = outcomes(checks)
+        handed[setting] = json.loads((project.path / "handed_off.json").read_text())
+        assert secret not in result.output
+    assert handed["false"] == []
+    assert judged["true"] == judged["false"]
+    return judged["true"], handed["true"]
+
+
 @pytest.fixture(scope="module")
 def prometheus_and_clickhouse() -> Iterator[dict[str, str]]:
     """Real Prometheus (scraping the demo service) and ClickHouse, started in this process:
@@ -246,28 +266,20 @@ def test_prometheus_and_clickhouse_probes_run_in_the_child_and_judge_the_same(
     for check in ("checks/health/test_prometheus.py", "checks/health/test_clickhouse.py",
                   "checks/capacity/test_clickhouse.py"):
         project.copy_check(check)
-    project.write("handed_off.py", HANDED_OFF)
     password = found["SANDBOX_CLICKHOUSE_PASSWORD"]
-    judged = {}
-    for setting in ("true", "false"):
-        env = (f"settings: {{probe_process: {setting}, timeout_s: 5}}\ntargets:\n"
-               f"  prom:\n    type: prometheus\n    url: {found['SANDBOX_PROMETHEUS_URL']}\n"
-               "    allowed_alerts: [Watchdog]\n"
-               f"  ch:\n    type: clickhouse\n    url: {found['SANDBOX_CLICKHOUSE_URL']}\n"
-               f"    user: opsverify\n    password: {password}\n"
-               f"  ch-locked:\n    type: clickhouse\n    url: {found['SANDBOX_CLICKHOUSE_URL']}\n"
-               "    user: opsverify\n    password: not-the-password\n")
-        result, checks = project.run_checks(f"fork-{setting}", env, "-m", "daily",
-                                            "-p", "handed_off")
-        judged[setting] = outcomes(checks)
-        handed = json.loads((project.path / "handed_off.json").read_text())
-        assert handed == (["ch", "ch-locked", "prom"] if setting == "true" else []), handed
-        assert password not in result.output
-    assert judged["true"] == judged["false"]
-    assert judged["true"]["test_ready[prom]"] == "PASS"
-    assert judged["true"]["test_ping[ch]"] == "PASS"
-    assert judged["true"]["test_ping[ch-locked]"] == "ERROR"
-    assert judged["true"]["test_disk_usage[ch]"] == "SKIP"  # Debian's 18.16
+    judged, handed = judged_with_and_without_the_process(
+        project, "fork",
+        f"  prom:\n    type: prometheus\n    url: {found['SANDBOX_PROMETHEUS_URL']}\n"
+        "    allowed_alerts: [Watchdog]\n"
+        f"  ch:\n    type: clickhouse\n    url: {found['SANDBOX_CLICKHOUSE_URL']}\n"
+        f"    user: opsverify\n    password: {password}\n"
+        f"  ch-locked:\n    type: clickhouse\n    url: {found['SANDBOX_CLICKHOUSE_URL']}\n"
+        "    user: opsverify\n    password: not-the-password\n", password)
+    assert handed == ["ch", "ch-locked", "prom"]
+    assert judged["test_ready[prom]"] == "PASS"
+    assert judged["test_ping[ch]"] == "PASS"
+    assert judged["test_ping[ch-locked]"] == "ERROR"
+    assert judged["test_disk_usage[ch]"] == "SKIP"  # Debian's 18.16
 
 
 def test_redis_probes_run_in_the_child_and_judge_the_same(project: Any,
@@ -279,20 +291,12 @@ def test_redis_probes_run_in_the_child_and_judge_the_same(project: Any,
     password = "fork-redis-s3cr3t-4b1d"  # a test value that must never be shown
     port = start_redis(f"requirepass {password}", "appendonly no")
     project.copy_check("checks/health/test_redis.py")
-    project.write("handed_off.py", HANDED_OFF)
-    judged = {}
-    for setting in ("true", "false"):
-        env = (f"settings: {{probe_process: {setting}, timeout_s: 5}}\ntargets:\n"
-               f"  cache:\n    type: redis\n    url: redis://:{password}@127.0.0.1:{port}/0\n"
-               "    role: master\n"
-               f"  locked:\n    type: redis\n    url: redis://:wrong@127.0.0.1:{port}/0\n")
-        result, checks = project.run_checks(f"redis-{setting}", env, "-m", "daily",
-                                            "-p", "handed_off")
-        judged[setting] = outcomes(checks)
-        handed = json.loads((project.path / "handed_off.json").read_text())
-        assert handed == (["cache", "locked"] if setting == "true" else []), handed
-        assert password not in result.output
-    assert judged["true"] == judged["false"]
-    assert judged["true"]["test_ping[cache]"] == "PASS"
-    assert judged["true"]["test_role[cache:master]"] == "PASS"
-    assert judged["true"]["test_ping[locked]"] == "ERROR"
+    judged, handed = judged_with_and_without_the_process(
+        project, "redis",
+        f"  cache:\n    type: redis\n    url: redis://:{password}@127.0.0.1:{port}/0\n"
+        "    role: master\n"
+        f"  locked:\n    type: redis\n    url: redis://:wrong@127.0.0.1:{port}/0\n", password)
+    assert handed == ["cache", "locked"]
+    assert judged["test_ping[cache]"] == "PASS"
+    assert judged["test_role[cache:master]"] == "PASS"
+    assert judged["test_ping[locked]"] == "ERROR"
