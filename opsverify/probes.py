@@ -30,7 +30,7 @@ import threading
 import time
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 T = TypeVar("T")
 
@@ -47,6 +47,14 @@ BACKOFF_CAP_S = 4.0
 # How far past its deadline a client may take to give up (their whole-answer graces: 0.5 s
 # for HTTP, Redis and TLS, 2 s for SSH): one attempt's allowance is the deadline plus this.
 ATTEMPT_GRACE_S = 2.0
+
+
+class Receiver(Protocol):
+    """The parent's end of a probe process (:mod:`opsverify.probe_process`)."""
+
+    def receive(self, until: Probe[Any] | None, *, block: bool) -> None:
+        """Finish the handed-off probes whose results have come: with ``block``, until
+        ``until`` is done (None: every one), else only what is there now."""
 
 
 @dataclass(frozen=True)
@@ -114,7 +122,7 @@ class Probe(Generic[T]):
     _value: Any = None
     _error: BaseException | None = None
     _started: float = 0.0  # this attempt's start, while it runs
-    _waiting: Callable[[], None] = lambda: None  # said every GROW_AFTER_S to its pool
+    _wait: Callable[[Probe[Any]], object] = lambda probe: probe._done.wait()  # its pool's
     _elsewhere: bool = False  # run by a probe process (probe_process.py), not these threads
     timing: Timing | None = None
 
@@ -123,14 +131,15 @@ class Probe(Generic[T]):
 
     def result(self) -> T:
         """The probe's value, waiting for it; its exception is raised here."""
-        while not self._done.wait(GROW_AFTER_S):
-            self._waiting()  # the pool may start a thread for what queues behind slow ones
+        while not self._done.is_set():
+            self._wait(self)
         if self._error is not None:
             raise self._error
         return self._value  # type: ignore[no-any-return]
 
     def error(self) -> BaseException | None:
-        self._done.wait()
+        while not self._done.is_set():
+            self._wait(self)
         return self._error
 
     def _finish(self, value: Any, error: BaseException | None, timing: Timing | None) -> None:
@@ -185,6 +194,10 @@ class ProbePool:
         # Told of every probe that finishes (outside or inside the lock): how a probe
         # process hears what to send back.
         self.finished: Callable[[Probe[Any]], None] = lambda probe: None
+        # Where the results of handed-off probes come from (a probe process's pipe), read by
+        # whoever waits for one: there is no reader thread to take the interpreter lock
+        # from the checks each time a result arrives.
+        self.receiver: Receiver | None = None
 
     # -- submitting ------------------------------------------------------------------------
 
@@ -239,6 +252,9 @@ class ProbePool:
 
     def wait_idle(self) -> None:
         """Block until every submitted probe has finished (before sequential sampling)."""
+        receiver = self.receiver
+        if receiver is not None:
+            receiver.receive(None, block=True)  # everything handed off
         with self._lock:
             while self._unfinished:
                 self._all_done.wait()
@@ -304,7 +320,7 @@ class ProbePool:
     def _new(self, target: str, key: Hashable, fn: Callable[[], Any], name: str,
              priority: int, retry: Retry | None) -> Probe[Any]:
         probe: Probe[Any] = Probe(target, key, name or str(key), fn, priority, retry)
-        probe._waiting = self.nudge
+        probe._wait = self._wait
         self._probes[(target, key)] = probe
         self._unfinished += 1
         return probe
@@ -358,6 +374,20 @@ class ProbePool:
         """Whether a running probe has taken GROW_AFTER_S so far: waiting, not computing."""
         started = min((p._started for p in self._running), default=None)
         return started is not None and time.monotonic() - started >= GROW_AFTER_S
+
+    def _wait(self, probe: Probe[Any]) -> None:
+        """Wait a while for ``probe``: its result from the probe process, read here; or,
+        every GROW_AFTER_S, a thread more if the ones there are wait on slow targets while
+        probes queue (and what the probe process sent meanwhile: the gate this probe waits
+        behind may be among it)."""
+        receiver = self.receiver
+        if receiver is not None and probe._elsewhere:
+            receiver.receive(probe, block=True)
+            return
+        if not probe._done.wait(GROW_AFTER_S):
+            self.nudge()
+            if receiver is not None:
+                receiver.receive(None, block=False)
 
     def nudge(self) -> None:
         """Someone waits for probes (a reader, or a probe process's sender): a thread more

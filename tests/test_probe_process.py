@@ -60,7 +60,7 @@ def test_queued_probes_run_in_the_child_and_their_results_come_back() -> None:
         values = [p.result() for p in [gate, *reads, other]]
         pool.wait_idle()
         print(json.dumps({"process": process is not None, "values": values,
-                          "threads": len(pool._threads),
+                          "threads": len(pool._threads), "running": threading.active_count(),
                           "timed": all(p.timing is not None for p in [gate, *reads])}))
         process.close()
     """)
@@ -68,7 +68,25 @@ def test_queued_probes_run_in_the_child_and_their_results_come_back() -> None:
     assert all(elsewhere for elsewhere, _ in result["values"])  # every one in the child
     assert [value for _, value in result["values"]] == ["up", *range(20), "b"]
     assert result["threads"] == 0  # the parent started no probe thread
+    assert result["running"] == 1  # nor a reader: whoever waits reads the pipe
     assert result["timed"]
+
+
+def test_waiting_for_the_burst_reads_every_result_and_the_child_yields_first() -> None:
+    result = in_fresh_interpreter("""
+        with pool.held():
+            probes = [pool.submit(f"t{i % 3}", i, lambda: (time.sleep(0.01), os.nice(0)))
+                      for i in range(12)]
+            process = probe_process.start(pool, pool.queued())
+        pool.wait_idle()  # no check asked for a result: this reads them all
+        print(json.dumps({"done": [p.done() for p in probes], "own": os.nice(0),
+                          "child": sorted({p.result()[1] for p in probes}),
+                          "ended": pool.receiver is None}))
+        process.close()
+    """)
+    assert all(result["done"])
+    assert result["ended"]  # the child sent everything and was reaped
+    assert result["child"] == [min(19, result["own"] + 10)]  # probe_process.CHILD_NICENESS
 
 
 def test_an_unpicklable_value_is_read_again_in_the_parent() -> None:
