@@ -12,17 +12,22 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic.functional_validators import PlainValidator
 
+from opsverify import parse_cache
 from opsverify.errors import EnvironmentFileError
 from opsverify.history import HistorySpec
-from opsverify.sandbox.spec import SandboxSpec
 from opsverify.secrets import SECRETS
 from opsverify.targets import TARGET_TYPES, AnyTarget, spec_class
 from opsverify.thresholds import Limits
+
+if TYPE_CHECKING:
+    import yaml
+
+    from opsverify.sandbox.spec import SandboxSpec
 
 DEFAULT_ENV = "sandbox"
 ENV_VAR = "OPSVERIFY_ENV"
@@ -70,6 +75,12 @@ class Waiver(BaseModel):
     expires: date
 
 
+def _sandbox_spec(value: Any) -> SandboxSpec | None:
+    from opsverify.sandbox.spec import SandboxSpec
+
+    return None if value is None else SandboxSpec.model_validate(value)
+
+
 class Environment(BaseModel):
     """Schema version 1 of an environment file."""
 
@@ -83,7 +94,8 @@ class Environment(BaseModel):
     targets: dict[str, AnyTarget] = Field(default_factory=dict)
     waivers: list[Waiver] = Field(default_factory=list)
     history: HistorySpec | None = None
-    sandbox: SandboxSpec | None = None
+    # Validated by its own model, imported only for a file that has the section.
+    sandbox: Annotated[Any, PlainValidator(_sandbox_spec)] = None
 
     @field_validator("thresholds")
     @classmethod
@@ -165,7 +177,7 @@ def sandbox_section(choice: EnvironmentChoice) -> SandboxSpec | None:
     if section is None:
         return None
     try:
-        return SandboxSpec.model_validate(section)
+        return _sandbox_spec(section)
     except ValidationError as exc:
         where = _display(choice.path)
 
@@ -206,8 +218,6 @@ def load(
     return LoadedEnvironment(choice, model, lines)
 
 
-# libyaml's loader when PyYAML was built with it: 7-10x faster, and its nodes keep marks.
-_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 # A file is parsed once per process however often it is read (sandbox plan, then load).
 _PARSED: dict[tuple[str, bytes], tuple[dict[str, Any], dict[Path_, int]]] = {}
 
@@ -220,8 +230,19 @@ def _read(choice: EnvironmentChoice) -> tuple[dict[str, Any], dict[Path_, int]]:
         raise EnvironmentFileError(f"{where}: cannot read: {exc.strerror}") from None
     cached = _PARSED.get((where, data))
     if cached is None:
-        cached = _PARSED[(where, data)] = _parse(data, where)
+        cached = parse_cache.load(data)  # an earlier run parsed these very bytes
+        if cached is None:
+            cached = _parse(data, where)
+            parse_cache.store(data, cached)
+        _PARSED[(where, data)] = cached
     return cached
+
+
+def _loader() -> Any:
+    """libyaml's loader when PyYAML was built with it: 7-10x faster, and its nodes keep
+    marks. PyYAML is imported only when a file is parsed (parse_cache)."""
+    import yaml
+    return getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def _parse(data: bytes, where: str) -> tuple[dict[str, Any], dict[Path_, int]]:
@@ -232,8 +253,9 @@ def _parse(data: bytes, where: str) -> tuple[dict[str, Any], dict[Path_, int]]:
         raise EnvironmentFileError(
             f"{where}:{bad_line}: not UTF-8 text (byte 0x{data[exc.start]:02x}); "
             "save the file as UTF-8") from None
+    import yaml
     try:
-        node = yaml.compose(text, Loader=_LOADER)
+        node = yaml.compose(text, Loader=_loader())
         raw = _construct(node)
     except yaml.YAMLError as exc:
         exc = _pure_python_error(text) or exc
@@ -252,6 +274,7 @@ def _parse(data: bytes, where: str) -> tuple[dict[str, Any], dict[Path_, int]]:
 def _pure_python_error(text: str) -> yaml.YAMLError | None:
     """The pure-Python parser's account of a broken file: it says what it found where
     (``expected ',' or '}', but got '<scalar>'``), libyaml only what it missed."""
+    import yaml
     try:
         yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
@@ -264,7 +287,7 @@ def _construct(node: yaml.Node | None) -> Any:
     and its line numbers."""
     if node is None:
         return None
-    loader = _LOADER("")
+    loader = _loader()("")
     try:
         return loader.construct_document(node)
     finally:
@@ -315,6 +338,7 @@ def _interpolate(
 
 def _coerce_scalar(text: str) -> Any:
     """``timeout_s: ${T:-5}`` should be a number, as if it had been written literally."""
+    import yaml
     try:
         loaded = yaml.safe_load(text)
     except yaml.YAMLError:
@@ -426,6 +450,7 @@ def _model_in(annotation: Any) -> Any:
 def _line_map(node: yaml.Node, where: str) -> dict[Path_, int]:
     """The line of every key path; a key given twice is an error (YAML would silently keep
     the last one: a second ``db:`` would replace the first target)."""
+    import yaml
     lines: dict[Path_, int] = {}
 
     def walk(n: yaml.Node, path: Path_) -> None:
