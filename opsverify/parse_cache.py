@@ -10,9 +10,9 @@ that cannot be read or written is a miss too, and the file is parsed as ever.
 
 marshal, not pickle: loading an entry runs no code. A YAML document holds lists, never
 tuples, so dates travel as tagged tuples; a value marshal cannot hold (a ``!!set``) leaves
-the file uncached. The directory is ``$OPSVERIFY_CACHE_DIR``, else
-``$XDG_CACHE_HOME/opsverify``, else ``~/.cache/opsverify`` (mode 0700, entries 0600,
-the newest KEEP kept).
+the file uncached. The directory is ``$OPSVERIFY_PARSE_CACHE``, else
+``$XDG_CACHE_HOME/opsverify/environments`` or ``~/.cache/opsverify/environments`` (made
+0700, entries 0600, the newest KEEP kept); ``OPSVERIFY_PARSE_CACHE=off`` keeps none.
 """
 
 from __future__ import annotations
@@ -34,19 +34,25 @@ _DATE, _DATETIME = "\0date", "\0datetime"
 Parsed = tuple[dict[str, Any], dict[tuple[str | int, ...], int]]
 
 
-def directory() -> Path:
-    explicit = os.environ.get("OPSVERIFY_CACHE_DIR")
+def directory() -> Path | None:
+    """Where entries are kept; None when ``OPSVERIFY_PARSE_CACHE=off``."""
+    explicit = os.environ.get("OPSVERIFY_PARSE_CACHE")
+    if explicit == "off":
+        return None
     if explicit:
         return Path(explicit)
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base, "opsverify")
+    return Path(base, "opsverify", "environments")
 
 
 def load(data: bytes) -> Parsed | None:
     """The parse of a file with these bytes, if an earlier run kept it."""
+    path = _path(data)
+    if path is None:
+        return None
     try:
         # Our own entry, in a directory only this user may write (0700).
-        entry = marshal.loads(_path(data).read_bytes())  # noqa: S302
+        entry = marshal.loads(path.read_bytes())  # noqa: S302
     except (OSError, ValueError, EOFError, TypeError):
         return None
     if not (isinstance(entry, tuple) and len(entry) == 3):
@@ -63,21 +69,26 @@ def store(data: bytes, parsed: Parsed) -> None:
         blob = marshal.dumps((encoded, lines, encoded != raw))
     except ValueError:
         return  # a value marshal cannot hold
+    path = _path(data)
+    if path is None:
+        return
     with contextlib.suppress(OSError):
-        where = directory()
-        where.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd, temporary = tempfile.mkstemp(dir=where, prefix=".entry-")  # mode 0600
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".entry-")  # mode 0600
         with os.fdopen(fd, "wb") as out:
             out.write(blob)
-        os.replace(temporary, _path(data))
-        _prune(where)
+        os.replace(temporary, path)
+        _prune(path.parent)
 
 
-def _path(data: bytes) -> Path:
+def _path(data: bytes) -> Path | None:
+    where = directory()
+    if where is None:
+        return None
     digest = hashlib.sha256(FORMAT)
     digest.update(_parser_version())
     digest.update(data)
-    return directory() / f"{digest.hexdigest()}.marshal"
+    return where / f"{digest.hexdigest()}.marshal"
 
 
 def _parser_version() -> bytes:

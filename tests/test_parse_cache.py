@@ -45,7 +45,7 @@ print(json.dumps({
 
 
 def load(path: Path, cache: Path, **environ: str) -> dict[str, object]:
-    env = {**os.environ, "OPSVERIFY_CACHE_DIR": str(cache), "CACHE_TOKEN": "s3cr3t-token",
+    env = {**os.environ, "OPSVERIFY_PARSE_CACHE": str(cache), "CACHE_TOKEN": "s3cr3t-token",
            **environ}
     proc = subprocess.run([sys.executable, "-c", textwrap.dedent(LOAD), str(path)], cwd=ROOT,
                           env=env, capture_output=True, text=True, timeout=60)
@@ -59,7 +59,8 @@ def test_a_second_run_takes_the_first_parse_without_pyyaml(tmp_path: Path) -> No
     env.write_text(ENV)
     first = load(env, cache)
     second = load(env, cache)
-    assert first["yaml"] is True and second["yaml"] is False
+    assert first["yaml"] is True
+    assert second["yaml"] is False
     assert {k: v for k, v in first.items() if k != "yaml"} == \
         {k: v for k, v in second.items() if k != "yaml"}
     assert second["expires"] == "2099-12-31"  # a date crosses as a date
@@ -76,7 +77,8 @@ def test_an_entry_holds_the_file_as_written_never_an_environment_value(tmp_path:
     blob = entry.read_bytes()
     assert b"s3cr3t-token" not in blob
     assert b"${CACHE_TOKEN}" in blob
-    assert entry.stat().st_mode & 0o077 == 0 and cache.stat().st_mode & 0o077 == 0
+    assert entry.stat().st_mode & 0o077 == 0
+    assert cache.stat().st_mode & 0o077 == 0
 
 
 def test_an_edited_file_is_parsed_again(tmp_path: Path) -> None:
@@ -94,8 +96,17 @@ def test_a_broken_file_is_never_kept_and_says_where_each_time(tmp_path: Path) ->
     env.write_text(ENV + "description: again\n")  # a key given twice
     first, second = load(env, cache), load(env, cache)
     assert first == second
-    assert "duplicate key" in str(first["error"]) and "cached.yaml:10" in str(first["error"])
-    assert not list(cache.glob("*.marshal")) if cache.exists() else True
+    assert "duplicate key" in str(first["error"])
+    assert "cached.yaml:10" in str(first["error"])
+    assert not cache.exists() or not list(cache.glob("*.marshal"))
+
+
+def test_a_cache_turned_off_keeps_nothing(tmp_path: Path) -> None:
+    env = tmp_path / "cached.yaml"
+    env.write_text(ENV)
+    assert load(env, Path("off"))["yaml"] is True
+    assert load(env, Path("off"))["yaml"] is True
+    assert not Path(ROOT, "off").exists()
 
 
 def test_a_cache_that_cannot_be_written_is_a_miss(tmp_path: Path) -> None:
