@@ -120,7 +120,8 @@ def suite(env: Path, reports: Path, ok: tuple[int, ...] = (0,),
 def warm_up(env: Path, reports: Path) -> None:
     """One unmeasured run that leaves the bytecode cached, as any ``./ops`` command does:
     where ``PYTHONDONTWRITEBYTECODE`` is set (this machine sets it), every run would
-    otherwise compile the suite's own modules and rewrite the asserts of its plugins."""
+    otherwise compile the suite's own modules and rewrite the asserts of its plugins. It
+    also leaves the environment file's parse kept, as any earlier run of a file does."""
     environ = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     suite(env, reports, environ=environ)
 
