@@ -22,7 +22,6 @@ import math
 import re
 import shlex
 import shutil
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -31,11 +30,10 @@ from urllib.parse import unquote, urlsplit
 
 import testinfra.host
 from pydantic import Field, field_validator, model_validator
-from testinfra.backend.docker import DockerBackend
-from testinfra.backend.local import LocalBackend
 
 from opsverify.errors import TargetUnavailable
 from opsverify.remediation.host import HostRemediation
+from opsverify.targets import host_backends as backends
 from opsverify.targets import sshd
 from opsverify.targets.base import TargetSpec
 from opsverify.targets.host_capacity import (
@@ -62,17 +60,15 @@ from opsverify.targets.host_model import RootLogin as RootLogin
 from opsverify.targets.host_model import ServiceCheck as ServiceCheck
 from opsverify.targets.host_model import ServiceState as ServiceState
 from opsverify.targets.host_model import WorldWritable as WorldWritable
-from opsverify.targets.ssh import (
-    BoundedSshBackend,
-    SshSession,
-    environment_snapshot,
-    kill_group,
-    last_line,
-)
 
 # Re-exported: what HostClient.fetch raises, for its callers.
 from opsverify.targets.ssh import FetchFailed as FetchFailed
 from opsverify.targets.ssh import FetchTooLarge as FetchTooLarge
+from opsverify.targets.ssh import (
+    SshSession,
+    environment_snapshot,
+    last_line,
+)
 from opsverify.targets.sshd import ROOT_LOGIN_ORDER as ROOT_LOGIN_ORDER
 from opsverify.targets.sshd import SshdConfig as SshdConfig
 
@@ -201,68 +197,6 @@ class HostTarget(TargetSpec):
         return f"{user}{parts.hostname}:{parts.port or 22}"
 
 
-# -- testinfra backends with deadlines ----------------------------------------------------
-class _Deadlines:
-    """Mixed into testinfra's backends: a whole-operation deadline on every command.
-
-    testinfra runs commands through ``subprocess.Popen(...).communicate()`` without a
-    timeout; this replaces that one method and leaves the rest of testinfra as it is.
-    """
-
-    target = ""
-    where = ""
-    deadline_s = 0.0
-    env: dict[str, str] | None = None  # the command's environment (the client sets it)
-
-    def run_local(self, command: str, *args: str) -> Any:
-        line = self.quote(command, *args)  # type: ignore[attr-defined]
-        started = time.monotonic()
-        proc = subprocess.Popen(  # noqa: S602 - testinfra builds the line with shlex.quote
-            line, shell=True, env=self.env,
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            start_new_session=True,  # so that a deadline ends the whole command, children too
-        )
-        try:
-            stdout, stderr = proc.communicate(timeout=self.deadline_s)
-        except subprocess.TimeoutExpired:
-            kill_group(proc)
-            raise TargetUnavailable(
-                self.target, self.where,
-                f"no answer within {self.deadline_s:g} s ({_short(line)})") from None
-        result = self.result(proc.returncode, line.encode(), stdout, stderr)  # type: ignore[attr-defined]
-        result.elapsed_s = time.monotonic() - started
-        return result
-
-
-class _LocalBackend(_Deadlines, LocalBackend):  # type: ignore[misc]  # testinfra is untyped
-    NAME = "local"
-
-
-class _SshBackend(_Deadlines, BoundedSshBackend):
-    """The ssh backend (see :mod:`opsverify.targets.ssh`) under the same deadline."""
-
-
-class _DockerBackend(_Deadlines, DockerBackend):  # type: ignore[misc]  # testinfra is untyped
-    """testinfra's ``docker exec`` backend under the same deadline; in the container the
-    command also runs under ``timeout`` where the image has one (busybox and coreutils do),
-    since ending the local ``docker exec`` does not end what it started."""
-
-    NAME = "docker"
-    remote_timeout_s = 1
-
-    def get_command(self, command: str, *args: str) -> str:
-        inner = shlex.quote(super().get_command(command, *args))
-        limit = self.remote_timeout_s
-        return (f"if command -v timeout >/dev/null 2>&1; then exec timeout -k 1 {limit} "
-                f"/bin/sh -c {inner}; else exec /bin/sh -c {inner}; fi")
-
-    def run(self, command: str, *args: str, **kwargs: Any) -> Any:
-        out = super().run(command, *args, **kwargs)
-        if out.rc != 0 and _docker_failed(out.stderr):
-            raise TargetUnavailable(self.target, self.where, docker_cause(out.stderr, self.name))
-        return out
-
-
 # -- the client -------------------------------------------------------------------------
 class HostClient:
     """Reads one host through testinfra, local or over ssh, every command under a deadline.
@@ -287,11 +221,11 @@ class HostClient:
         self.backend: Any
         env = environment_snapshot()
         if spec.is_local:
-            self.backend = _LocalBackend()
+            self.backend = backends.Local()
             self.backend.deadline_s = timeout_s
             self.backend.env = env
         elif spec.kind == "docker":
-            self.backend = _DockerBackend(spec.container)
+            self.backend = backends.Docker(spec.container)
             self.backend.remote_timeout_s = self.connect_timeout_s
             # The exec's own start-up, the container's `timeout` and its kill grace.
             self.backend.deadline_s = self.connect_timeout_s + 2
@@ -307,7 +241,7 @@ class HostClient:
             self._ssh = SshSession(name, self.where, spec.url,
                                    identity_file=spec.ssh_identity_file,
                                    known_hosts=spec.known_hosts, timeout_s=timeout_s,
-                                   backend_class=_SshBackend)
+                                   backend_class=backends.Ssh)
             self.backend = self._ssh.backend
             self.backend.env = self._ssh.env
             # The connection through the master, the remote `timeout` and its kill grace.
@@ -348,7 +282,7 @@ class HostClient:
                 and elapsed >= self.backend.remote_timeout_s):
             raise self._unavailable(
                 f"command did not finish within {self.backend.remote_timeout_s} s on the "
-                f"host ({_short(command)})")
+                f"host ({backends.short(command)})")
         return CommandOutcome(command, int(result.rc), result.stdout, result.stderr, elapsed)
 
     def file(self, path: str) -> FileState:
@@ -554,40 +488,6 @@ class _Probe:
             text = str(exc)
             status = re.match(r"Unexpected exit code (\d+)", text)
             cause = (f"exit status {status.group(1)}" if status else
-                     _short(last_line(text), 160) or type(exc).__name__)
+                     backends.short(last_line(text), 160) or type(exc).__name__)
             raise self.client._unavailable(f"cannot read {self.what}: {cause}") from None
         return False
-
-
-# -- the docker CLI's messages, in one line -------------------------------------------------
-_DOCKER_ERRORS = ("Error response from daemon", "Cannot connect to the Docker daemon",
-                  "error during connect", "OCI runtime exec failed", "docker: not found",
-                  "docker: command not found", "Error: No such container")
-
-
-def _docker_failed(stderr: str) -> bool:
-    """Whether the docker CLI (not the command in the container) failed."""
-    return any(marker in stderr for marker in _DOCKER_ERRORS)
-
-
-def docker_cause(stderr: str, container: str) -> str:
-    """What went wrong with ``docker exec``, said for an operator."""
-    if "is not running" in stderr or "is paused" in stderr:
-        state = "paused" if "is paused" in stderr else "not running"
-        return f"container {container} is {state} (docker exec needs a running container)"
-    if "No such container" in stderr:
-        return f"no such container {container} on the engine"
-    if "Cannot connect to the Docker daemon" in stderr or "error during connect" in stderr:
-        return "cannot connect to the Docker engine (is dockerd running? check docker_host)"
-    if "docker: not found" in stderr or "docker: command not found" in stderr:
-        return "the docker CLI is not installed here (apt-get install docker.io)"
-    if "OCI runtime exec failed" in stderr:
-        return ("cannot run /bin/sh in the container (docker exec: "
-                f"{_short(last_line(stderr).split('exec failed:', 1)[-1].strip(), 100)})")
-    return _short(last_line(stderr).removeprefix("Error response from daemon: "), 160)
-
-
-# -- helpers ----------------------------------------------------------------------------
-def _short(command: str, limit: int = 60) -> str:
-    command = " ".join(command.split())
-    return command if len(command) <= limit else command[: limit - 1] + "…"
