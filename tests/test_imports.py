@@ -27,7 +27,7 @@ LIBRARIES = ("psycopg", "redis", "boto3", "botocore", "docker", "kubernetes", "p
 # The engine module of every other type, and the parts of them that hold its client.
 TYPES = ("postgres", "redis", "host", "clickhouse", "sqlite", "prometheus", "docker",
          "kubernetes", "s3", "aws", "aws_api", "backup", "host_model", "postgres_model",
-         "host_backends", "postgres_spec", "kubernetes_access")
+         "host_backends", "postgres_spec", "docker_security", "kubernetes_access")
 # What a run without a sandbox may import of opsverify/sandbox: the fault table. Not the
 # section's schema (imported only for a file that has the section), the runtime, nor any
 # component module or its helpers (they import requests, yaml, the servers' libraries).
