@@ -31,7 +31,7 @@ FORMAT = b"opsverify-environment-parse 1"
 KEEP = 64
 _DATE, _DATETIME = "\0date", "\0datetime"
 
-Parsed = tuple[dict[str, Any], dict[tuple[str | int, ...], int]]
+Parsed = tuple[dict[str, Any], dict[tuple[str | int, ...], int]]  # environment_file.Parsed
 
 
 def directory() -> Path | None:
