@@ -4,7 +4,8 @@ took about 55 ms of a 1.6 s run, and importing PyYAML 10 ms more; a hit costs ab
 
 An entry holds what the file holds, before interpolation: its values as written, its
 ``${VAR}`` references unresolved, and the line of every key path. Never a value taken from
-the process environment. Entries are named by the SHA-256 of the file's bytes, of this
+the process environment (a secret written literally in the file is kept as the file keeps
+it: hence the modes below). Entries are named by the SHA-256 of the file's bytes, of this
 format and of the installed PyYAML, so an edited file or another parser is a miss; an entry
 that cannot be read or written is a miss too, and the file is parsed as ever.
 
