@@ -28,14 +28,12 @@ from opsverify.targets import TARGET_TYPES, AnyTarget, spec_class
 from opsverify.thresholds import Limits
 
 if TYPE_CHECKING:
-
     from opsverify.sandbox.spec import SandboxSpec
 
 DEFAULT_ENV = "sandbox"
 ENV_VAR = "OPSVERIFY_ENV"
 TARGET_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-
 
 
 class TrendSettings(BaseModel):

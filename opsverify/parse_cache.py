@@ -26,13 +26,14 @@ import os
 import tempfile
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from opsverify.environment_file import Parsed
 
 FORMAT = b"opsverify-environment-parse 1"
 KEEP = 64
 _DATE, _DATETIME = "\0date", "\0datetime"
-
-Parsed = tuple[dict[str, Any], dict[tuple[str | int, ...], int]]  # environment_file.Parsed
 
 
 def directory() -> Path | None:

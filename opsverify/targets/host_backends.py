@@ -1,5 +1,5 @@
-"""testinfra's backends under a whole-command deadline, for :class:`~opsverify.targets.host.
-HostClient` (local, ssh, ``docker exec``), and the docker CLI's failures said in one line.
+"""testinfra's backends under a whole-command deadline (local, ssh, ``docker exec``), and
+the docker CLI's failures said in one line.
 
 Split from :mod:`opsverify.targets.host`, whose client builds and reads through these.
 """
